@@ -1,0 +1,224 @@
+"""PyTorch integration: ``WeightWatch`` for plain training loops.
+
+>>> ww = WeightWatch(model, log_dir="runs/exp1", hparams={"lr": 1e-3})  # doctest: +SKIP
+>>> for epoch in range(epochs):                                        # doctest: +SKIP
+...     train_one_epoch(model)
+...     ww.log(epoch, loss=loss, accuracy=acc)
+>>> ww.close()                                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from weightwatch._optional import require
+
+torch = require("torch", "torch", "weightwatch.integrations.torch")
+nn = torch.nn
+
+from weightwatch.layers import LayerInfo, LayerTensors, override_roles, select  # noqa: E402
+from weightwatch.recorder import Recorder  # noqa: E402
+
+__all__ = ["WeightWatch", "discover_layers", "every_n"]
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_NORM = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm)
+Schedule = Callable[[int], bool]
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a layer's tensors live: parameters, with row slices into packed ones
+    (an attention module's q/k/v weights and biases are stored stacked)."""
+
+    weight: Any
+    bias: Any | None = None
+    weight_rows: slice | None = None
+    bias_rows: slice | None = None
+
+    def tensors(self) -> LayerTensors:
+        w = self.weight if self.weight_rows is None else self.weight[self.weight_rows]
+        b = self.bias if self.bias is None or self.bias_rows is None else self.bias[self.bias_rows]
+        return LayerTensors(kernel=w.detach(), bias=b.detach() if b is not None else None)
+
+
+def _is_attention(module: nn.Module) -> bool:
+    return isinstance(module, nn.MultiheadAttention) or "Attention" in type(module).__name__
+
+
+def _block_prefixes(model: nn.Module) -> set[str]:
+    """Module paths of 'blocks': modules holding exactly one top-level attention
+    module (a transformer layer). Linear layers inside them are the block's MLP."""
+    attention = [name for name, m in model.named_modules() if name and _is_attention(m)]
+    top = [a for a in attention if not any(a.startswith(b + ".") for b in attention if b != a)]
+    blocks = set()
+    for name, _ in model.named_modules():
+        if name and sum(1 for a in top if a.startswith(name + ".")) == 1:
+            blocks.add(name)
+    return blocks
+
+
+def _linear_role(name: str, blocks: set[str]) -> str:
+    parts = name.lower().split(".")
+    if any("attn" in p or "attention" in p for p in parts):
+        return "attn"
+    if any(name.startswith(b + ".") for b in blocks):
+        return "mlp"
+    return "fc"
+
+
+def _mha_sources(name: str, m: nn.MultiheadAttention) -> list[tuple[LayerInfo, _Source]]:
+    e, heads = m.embed_dim, m.num_heads
+    out = []
+    if m._qkv_same_embed_dim:
+        w, b = m.in_proj_weight, m.in_proj_bias
+        for i, proj in enumerate(("q_proj", "k_proj", "v_proj")):
+            rows = slice(i * e, (i + 1) * e)
+            out.append((LayerInfo(f"{name}.{proj}", "attention", "attn", (e, w.shape[1]), heads, b is not None),
+                        _Source(w, b, rows, rows)))
+    else:
+        b = m.in_proj_bias
+        for i, (proj, w) in enumerate((("q_proj", m.q_proj_weight), ("k_proj", m.k_proj_weight),
+                                       ("v_proj", m.v_proj_weight))):
+            rows = slice(i * e, (i + 1) * e)
+            out.append((LayerInfo(f"{name}.{proj}", "attention", "attn", tuple(w.shape), heads, b is not None),
+                        _Source(w, b, None, rows)))
+    o = m.out_proj
+    out.append((LayerInfo(f"{name}.out_proj", "attention", "attn", tuple(o.weight.shape), 1, o.bias is not None),
+                _Source(o.weight, o.bias)))
+    return out
+
+
+def discover_layers(model: nn.Module, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                    roles: Mapping[str, str] | None = None) -> list[tuple[LayerInfo, _Source]]:
+    """Find the layers weightwatch understands, in registration order.
+
+    Linear, Conv1d/2d/3d, MultiheadAttention (one layer per projection),
+    LayerNorm / GroupNorm / BatchNorm / RMSNorm and Embedding. A parameter
+    shared by several modules is watched once, under its first name; frozen
+    parameters are watched like the others. ``include`` / ``exclude`` are glob
+    patterns on the layer names; ``roles`` overrides roles by glob.
+    """
+    blocks = _block_prefixes(model)
+    found: list[tuple[LayerInfo, _Source]] = []
+    inside_mha: list[str] = []
+    seen: set[tuple[int, int | None]] = set()
+    for name, m in model.named_modules():
+        if any(name.startswith(p + ".") for p in inside_mha):
+            continue  # an MHA's out_proj is handled with the MHA
+        label = name or type(m).__name__.lower()
+        entries: list[tuple[LayerInfo, _Source]] = []
+        if isinstance(m, nn.MultiheadAttention):
+            inside_mha.append(name)
+            entries = _mha_sources(label, m)
+        elif isinstance(m, nn.Linear):
+            entries = [(LayerInfo(label, "linear", _linear_role(label, blocks), tuple(m.weight.shape), 1,
+                                  m.bias is not None), _Source(m.weight, m.bias))]
+        elif isinstance(m, _CONV):
+            entries = [(LayerInfo(label, "conv", "conv", tuple(m.weight.shape), 1, m.bias is not None),
+                        _Source(m.weight, m.bias))]
+        elif isinstance(m, _NORM) and getattr(m, "weight", None) is not None:
+            entries = [(LayerInfo(label, "norm", "norm", tuple(m.weight.shape), 1,
+                                  getattr(m, "bias", None) is not None), _Source(m.weight, getattr(m, "bias", None)))]
+        elif isinstance(m, nn.Embedding):
+            entries = [(LayerInfo(label, "embed", "embed", tuple(m.weight.shape)), _Source(m.weight))]
+        for info, source in entries:
+            rows = source.weight_rows
+            key = (id(source.weight), rows.start if rows is not None else None)
+            if key in seen:
+                continue
+            seen.add(key)
+            found.append((info, source))
+    if not found:
+        kinds = sorted({type(m).__name__ for m in model.modules()})
+        raise ValueError(
+            f"weightwatch found no layer it can watch in {type(model).__name__}: it has {kinds}. "
+            "Supported: Linear, Conv1d/2d/3d, MultiheadAttention, LayerNorm, GroupNorm, BatchNorm, "
+            "RMSNorm, Embedding."
+        )
+    # the last fully connected layer is the network's output layer
+    linear_idx = [i for i, (info, _) in enumerate(found) if info.kind == "linear"]
+    if linear_idx and found[linear_idx[-1]][0].role == "fc":
+        info, source = found[linear_idx[-1]]
+        found[linear_idx[-1]] = (LayerInfo(info.name, info.kind, "output", info.shape, info.heads, info.has_bias),
+                                 source)
+    names = select([info.name for info, _ in found], include, exclude)
+    if not names:
+        raise ValueError(
+            f"include={include!r} / exclude={exclude!r} leave no layer to watch; "
+            f"the layers are: {[info.name for info, _ in found]}"
+        )
+    kept = [pair for pair in found if pair[0].name in set(names)]
+    infos = override_roles([info for info, _ in kept], roles)
+    return [(info, source) for info, (_, source) in zip(infos, kept)]
+
+
+def every_n(n: int) -> Schedule:
+    """A schedule that records at steps 0, n, 2n, ...
+
+    >>> [s for s in range(7) if every_n(3)(s)]
+    [0, 3, 6]
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"every_n needs a positive integer, got {n!r}")
+    return lambda step: step % n == 0
+
+
+class WeightWatch:
+    """Record per-layer weight statistics of a ``torch.nn.Module`` into TensorBoard.
+
+    Args:
+        model: the network; its parameters are read in place at each log call.
+        log_dir: the run directory (one run per directory).
+        hparams: hyperparameters shown in TensorBoard's HParams dashboard.
+        schedule: when :meth:`log` also records the weights: a callable
+            ``schedule(step) -> bool``, an int N (every N steps), or None (always).
+            The user's metrics are written at every call either way.
+        include / exclude: glob patterns on layer names.
+        roles: ``{"glob": role}`` overrides of the automatic roles.
+        bins: histogram bins per layer.
+    """
+
+    def __init__(self, model: nn.Module, log_dir: str | Path = "runs/weightwatch", *,
+                 hparams: Mapping[str, Any] | None = None, schedule: Schedule | int | None = None,
+                 include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                 roles: Mapping[str, str] | None = None, bins: int = 64) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"WeightWatch needs a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(schedule, int) and not isinstance(schedule, bool):
+            schedule = every_n(schedule)
+        elif schedule is not None and not callable(schedule):
+            raise TypeError(f"schedule must be a callable step -> bool, an int or None, got {schedule!r}")
+        self.model = model
+        self.schedule = schedule
+        pairs = discover_layers(model, include, exclude, roles)
+        self.layers = [info for info, _ in pairs]
+        self._sources = [source for _, source in pairs]
+        self.recorder = Recorder(log_dir, self.layers, hparams=hparams, bins=bins, framework="torch")
+        self.log_dir = self.recorder.log_dir
+
+    def tensors(self) -> list[LayerTensors]:
+        """The current kernels and biases (views of the parameters, no copies)."""
+        return [source.tensors() for source in self._sources]
+
+    def log(self, step: int, **metrics: Any) -> bool:
+        """Write ``metrics`` at ``step``, and the weights' statistics when the schedule says so.
+
+        Returns whether the weights were recorded.
+        """
+        record = self.schedule is None or bool(self.schedule(step))
+        with torch.no_grad():
+            self.recorder.log(step, self.tensors() if record else None, metrics)
+        return record
+
+    def close(self, success: bool = True) -> None:
+        self.recorder.close(success)
+
+    def __enter__(self) -> WeightWatch:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close(success=exc_type is None)

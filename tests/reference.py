@@ -1,0 +1,61 @@
+"""Slow, obviously correct numpy versions of every statistic, for the tests.
+
+Written from ../shared/reference/metrics.md, independently of weightwatch's
+fused kernels: plain loops and numpy calls on float64 copies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def weight_stats(w: np.ndarray) -> dict[str, float]:
+    x = np.asarray(w, dtype=np.float64).reshape(-1)
+    finite = x[np.isfinite(x)]
+    mu = finite.sum() / finite.size
+    return {
+        "mean": mu,
+        "std": np.sqrt(((finite - mu) ** 2).sum() / finite.size),  # population std, ddof 0
+        "min": finite.min(),
+        "max": finite.max(),
+        "l2": np.sqrt((finite ** 2).sum()),
+        "nonfinite": float(x.size - finite.size),
+    }
+
+
+def histogram(w: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts of the finite values of ``w`` in the bins given by ``edges``."""
+    x = np.asarray(w, dtype=np.float64).reshape(-1)
+    return np.histogram(x[np.isfinite(x)], bins=np.asarray(edges, dtype=np.float64))[0]
+
+
+def in_strength(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(S, S+, S-) per node by explicit loops: a node is w[j] (a row, or a conv kernel)."""
+    w = np.asarray(w, dtype=np.float64)
+    s, sp, sn = (np.zeros(w.shape[0]) for _ in range(3))
+    for j in range(w.shape[0]):
+        for v in w[j].reshape(-1):
+            s[j] += abs(v)
+            sp[j] += max(v, 0.0)
+            sn[j] += min(v, 0.0)
+    return s, sp, sn
+
+
+def cnt_strength(w_prev: np.ndarray, b_prev: np.ndarray | None, w_next: np.ndarray | None) -> np.ndarray:
+    """La Malfa et al.'s signed strength of the nodes between w_prev and w_next.
+
+    s_i = sum_k W_prev[i, k] + b_prev[i] + sum_j W_next[j, i]; for convolutions
+    the sums run over the whole kernel (per channel), and a linear layer after
+    a flatten sees channel i as the block of inputs i*HW .. (i+1)*HW - 1.
+    """
+    w_prev = np.asarray(w_prev, dtype=np.float64)
+    n = w_prev.shape[0]
+    s = np.array([w_prev[i].sum() for i in range(n)])
+    if b_prev is not None:
+        s += np.asarray(b_prev, dtype=np.float64)
+    if w_next is not None:
+        w_next = np.asarray(w_next, dtype=np.float64)
+        per = w_next.shape[1] // n
+        for i in range(n):
+            s[i] += w_next[:, i * per:(i + 1) * per].sum()
+    return s

@@ -1,0 +1,68 @@
+"""The small per-layer result that crosses from the device to the host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class RawLayer:
+    """Reductions of one kernel (and its bias), already on the host.
+
+    Statistics are over the *finite* entries; ``nonfinite`` counts the others.
+
+    Attributes:
+        count: number of finite kernel entries.
+        nonfinite: number of NaN / +-Inf kernel entries.
+        total: sum of the finite entries (float64 accumulation).
+        total_sq: sum of their squares.
+        min / max: of the finite entries (NaN when there are none).
+        edges: shape (bins + 1,), the histogram's bin edges.
+        counts: shape (bins,), exact counts per bin (int64).
+        row_sum: shape (nodes,), signed sum of each node's incoming weights.
+        row_abs: shape (nodes,), sum of their absolute values.
+        col_sum: shape (inputs,), signed sum of each input unit's outgoing
+            weights (over nodes and kernel positions); only when asked for.
+        bias: shape (nodes,), the bias values, or None.
+    """
+
+    count: int
+    nonfinite: int
+    total: float
+    total_sq: float
+    min: float
+    max: float
+    edges: np.ndarray
+    counts: np.ndarray
+    row_sum: np.ndarray | None = None
+    row_abs: np.ndarray | None = None
+    col_sum: np.ndarray | None = None
+    bias: np.ndarray | None = None
+
+
+def histogram_range(lo: float, hi: float, finite: bool = True) -> tuple[float, float]:
+    """The range the histogram spans: [min, max], widened by 0.5 each way when
+    the kernel is constant (as numpy does), [0, 1] when nothing is finite."""
+    if not finite:
+        return 0.0, 1.0
+    if hi > lo:
+        return lo, hi
+    return lo - 0.5, hi + 0.5
+
+
+def bin_edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    """shape (bins + 1,): equal-width edges from lo to hi, in float64."""
+    edges = lo + (hi - lo) * (np.arange(bins + 1, dtype=np.float64) / bins)
+    edges[-1] = hi
+    return edges
+
+
+def bin_scale(lo: float, hi: float, bins: int, dtype: type = np.float32) -> tuple[np.floating, np.floating]:
+    """(lo, scale) in the kernel's float type, for ``bin = int((x - lo) * scale)``.
+
+    Every backend bins with exactly this float32 (or float64) expression, so
+    the same weights give the same counts on every framework and device.
+    """
+    return dtype(lo), dtype(bins / (hi - lo))

@@ -1,0 +1,89 @@
+"""Reductions with torch ops on the tensors' own device (CUDA, MPS, ...).
+
+Every layer's results are packed into one float64 vector on the device and
+copied to the host in a single transfer per log call; the weights themselves
+never leave the device. Binning uses the same float32 expression as the CPU
+kernels, so counts agree across devices.
+
+torch is imported inside the function: this module is only loaded for torch
+tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .raw import RawLayer, bin_edges, histogram_range
+
+
+@dataclass(frozen=True)
+class KernelJob:
+    """One kernel to reduce: see :func:`weightwatch.ops.cpu.reduce_kernel` for the fields."""
+
+    kernel: Any
+    nodes: int
+    input_units: int = 0
+    bias: Any | None = None
+
+
+def reduce_on_device(jobs: Sequence[KernelJob], bins: int) -> list[RawLayer]:
+    import torch
+
+    packed = []
+    layouts = []
+    for job in jobs:
+        w = job.kernel.detach().reshape(max(job.nodes, 1), -1)
+        if w.dtype not in (torch.float32, torch.float64):
+            w = w.float()
+        finite = torch.isfinite(w)
+        bad = (~finite).sum()
+        lo = torch.where(finite, w, math.inf).amin().double()
+        hi = torch.where(finite, w, -math.inf).amax().double()
+        any_finite = bad < w.numel()
+        # histogram_range(), on the device: widen a constant kernel, [0, 1] when nothing is finite.
+        rlo = torch.where(any_finite, torch.where(hi > lo, lo, lo - 0.5), torch.zeros_like(lo))
+        rhi = torch.where(any_finite, torch.where(hi > lo, hi, hi + 0.5), torch.ones_like(hi))
+        scale = (bins / (rhi - rlo)).to(w.dtype)
+        idx = ((w - rlo.to(w.dtype)) * scale).to(torch.int64).clamp_(0, bins - 1)
+        idx = torch.where(finite, idx, bins)  # non-finite entries go to a dropped extra bin
+        counts = torch.bincount(idx.reshape(-1), minlength=bins + 1)[:bins].double()
+        wd = torch.where(finite, w, 0).double()
+        row_sum = wd.sum(1)
+        row_abs = wd.abs().sum(1)
+        parts = [torch.stack([bad.double(), row_sum.sum(), (wd * wd).sum(), lo, hi]), counts, row_sum, row_abs]
+        cols = 0
+        if job.input_units > 0:
+            parts.append(wd.sum(0).reshape(job.input_units, -1).sum(1))
+            cols = job.input_units
+        nbias = 0
+        if job.bias is not None:
+            bias = job.bias.detach().reshape(-1).double()
+            parts.append(bias)
+            nbias = bias.numel()
+        packed.append(torch.cat(parts))
+        layouts.append((w.numel(), w.shape[0], cols, nbias))
+
+    host = torch.cat(packed).cpu().numpy() if packed else np.zeros(0)  # the one transfer
+    out = []
+    offset = 0
+    for size, rows, cols, nbias in layouts:
+        bad, total, total_sq, lo, hi = host[offset:offset + 5]
+        offset += 5
+        finite = bool(bad < size)
+        rlo, rhi = histogram_range(float(lo), float(hi), finite)
+        take = [bins, rows, rows, cols, nbias]
+        counts, row_sum, row_abs, col_sum, bias = np.split(host[offset:offset + sum(take)], np.cumsum(take)[:-1])
+        offset += sum(take)
+        out.append(RawLayer(
+            count=int(size - bad), nonfinite=int(bad), total=float(total), total_sq=float(total_sq),
+            min=float(lo) if finite else math.nan, max=float(hi) if finite else math.nan,
+            edges=bin_edges(rlo, rhi, bins), counts=counts.astype(np.int64),
+            row_sum=row_sum, row_abs=row_abs,
+            col_sum=col_sum if cols else None, bias=bias if nbias else None,
+        ))
+    return out

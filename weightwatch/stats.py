@@ -1,0 +1,249 @@
+"""Host-side maths: turn per-layer reductions into the logged statistics.
+
+Pure numpy on small arrays (one value per node at most). Definitions follow
+../shared/reference/metrics.md; the README's tag table lists every output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .layers import LayerInfo
+from .ops.raw import RawLayer
+
+PERCENTILES = (0, 25, 50, 75, 100)
+WEIGHT_STATS = ("mean", "std", "min", "max", "l2", *(f"p{q}" for q in PERCENTILES), "nonfinite")
+STRENGTH_STATS = ("mean", "std", "pos_mean", "neg_mean", "fluctuation")
+
+
+@dataclass
+class TensorStats:
+    """Statistics of one set of weights (finite entries; ``nonfinite`` counts the rest).
+
+    ``std`` is the population std (ddof 0). ``percentiles`` maps q -> value.
+    """
+
+    count: int
+    nonfinite: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    l2: float
+    percentiles: dict[int, float]
+
+    def as_dict(self) -> dict[str, float]:
+        out = {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max, "l2": self.l2}
+        out.update({f"p{q}": v for q, v in self.percentiles.items()})
+        out["nonfinite"] = float(self.nonfinite)
+        return out
+
+
+@dataclass
+class NodeStrength:
+    """Node strengths of one layer; every array has shape (nodes,).
+
+    Attributes:
+        strength: S_j = sum_i |w_ij| (seed paper's absolute in-strength).
+        positive: S+_j = sum_i max(w_ij, 0).
+        negative: S-_j = sum_i min(w_ij, 0).
+        signed: complex-network strength: signed in-sum + bias (+ signed
+            out-sum into the next layer when one follows).
+        head_means: mean S per attention head, shape (heads,), or empty.
+    """
+
+    strength: np.ndarray
+    positive: np.ndarray
+    negative: np.ndarray
+    signed: np.ndarray
+    head_means: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def as_dict(self) -> dict[str, float]:
+        out = {
+            "mean": float(self.strength.mean()),
+            "std": float(self.strength.std()),
+            "pos_mean": float(self.positive.mean()),
+            "neg_mean": float(self.negative.mean()),
+            "fluctuation": float(self.signed.std()),
+        }
+        out.update({f"head{h}_mean": float(v) for h, v in enumerate(self.head_means)})
+        return out
+
+
+@dataclass
+class LayerSummary:
+    info: LayerInfo
+    weights: TensorStats
+    edges: np.ndarray  # (bins + 1,)
+    counts: np.ndarray  # (bins,)
+    bias: TensorStats | None = None
+    strength: NodeStrength | None = None
+
+
+@dataclass
+class Snapshot:
+    """Everything computed at one log call."""
+
+    step: int
+    layers: list[LayerSummary]
+    total: TensorStats
+
+
+def histogram_percentiles(edges: np.ndarray, counts: np.ndarray, qs: Sequence[float],
+                          lo: float, hi: float) -> dict[int, float]:
+    """Percentiles read off a histogram, values spread uniformly within each bin.
+
+    Args:
+        edges: (k + 1,) bin edges; counts: (k,) counts.
+        lo / hi: the exact minimum and maximum, returned for q = 0 and 100.
+    The error is at most one bin width.
+    """
+    n = counts.sum()
+    out: dict[int, float] = {}
+    if n == 0:
+        return {int(q): math.nan for q in qs}
+    cdf = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
+    for q in qs:
+        if q <= 0:
+            out[int(q)] = lo
+        elif q >= 100:
+            out[int(q)] = hi
+        else:
+            # the first point where the CDF reaches q% of the mass; side='left' skips empty bins
+            target = q / 100.0 * n
+            i = int(np.searchsorted(cdf, target, side="left"))
+            i = min(max(i, 1), len(cdf) - 1)
+            frac = (target - cdf[i - 1]) / (cdf[i] - cdf[i - 1])
+            out[int(q)] = float(np.clip(edges[i - 1] + frac * (edges[i] - edges[i - 1]), lo, hi))
+    return out
+
+
+def merged_percentiles(hists: Sequence[tuple[np.ndarray, np.ndarray]], qs: Sequence[float],
+                       lo: float, hi: float) -> dict[int, float]:
+    """Percentiles of the union of several histograms with different edges.
+
+    Each histogram's CDF is piecewise linear between its edges; their sum is
+    piecewise linear between the union of all edges, so it is evaluated there
+    exactly and inverted by linear interpolation.
+    """
+    hists = [(e, c) for e, c in hists if c.sum() > 0]
+    if not hists:
+        return {int(q): math.nan for q in qs}
+    xs = np.unique(np.concatenate([e for e, _ in hists]))
+    cdf = np.zeros_like(xs)
+    for edges, counts in hists:
+        cdf += np.interp(xs, edges, np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)]))
+    n = cdf[-1]
+    out = {}
+    for q in qs:
+        if q <= 0:
+            out[int(q)] = lo
+        elif q >= 100:
+            out[int(q)] = hi
+        else:
+            i = int(np.searchsorted(cdf, q / 100.0 * n, side="left"))
+            i = min(max(i, 1), len(cdf) - 1)
+            frac = (q / 100.0 * n - cdf[i - 1]) / (cdf[i] - cdf[i - 1])
+            out[int(q)] = float(np.clip(xs[i - 1] + frac * (xs[i] - xs[i - 1]), lo, hi))
+    return out
+
+
+def _moments(count: int, total: float, total_sq: float) -> tuple[float, float]:
+    if count == 0:
+        return math.nan, math.nan
+    mean = total / count
+    var = max(total_sq / count - mean * mean, 0.0)  # float64 sums: no harmful cancellation
+    return mean, math.sqrt(var)
+
+
+def kernel_stats(raw: RawLayer) -> TensorStats:
+    mean, std = _moments(raw.count, raw.total, raw.total_sq)
+    return TensorStats(
+        count=raw.count, nonfinite=raw.nonfinite, mean=mean, std=std, min=raw.min, max=raw.max,
+        l2=math.sqrt(raw.total_sq),
+        percentiles=histogram_percentiles(raw.edges, raw.counts, PERCENTILES, raw.min, raw.max),
+    )
+
+
+def vector_stats(values: np.ndarray) -> TensorStats:
+    """Exact statistics of a small vector (a bias), computed directly."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    finite = v[np.isfinite(v)]
+    if finite.size == 0:
+        nan = math.nan
+        return TensorStats(0, int(v.size), nan, nan, nan, nan, 0.0, {q: nan for q in PERCENTILES})
+    pct = np.percentile(finite, PERCENTILES)
+    return TensorStats(
+        count=int(finite.size), nonfinite=int(v.size - finite.size), mean=float(finite.mean()),
+        std=float(finite.std()), min=float(finite.min()), max=float(finite.max()),
+        l2=float(np.sqrt(np.dot(finite, finite))), percentiles=dict(zip(PERCENTILES, map(float, pct))),
+    )
+
+
+def outgoing_sums(prev: LayerInfo, next_col_sum: np.ndarray) -> np.ndarray:
+    """Signed out-sum of each of ``prev``'s nodes, from the next layer's column sums.
+
+    Args:
+        next_col_sum: (next.inputs,) signed sum of the next kernel's weights per
+            input unit. When a conv feeds a linear through a flatten, the
+            linear's inputs are channel-major blocks: (C * H * W,) -> (C,).
+    """
+    if next_col_sum.shape[0] == prev.nodes:
+        return next_col_sum
+    return next_col_sum.reshape(prev.nodes, -1).sum(axis=1)
+
+
+def node_strength(info: LayerInfo, raw: RawLayer, outgoing: np.ndarray | None) -> NodeStrength:
+    s = raw.row_abs
+    r = raw.row_sum
+    signed = r + (raw.bias if raw.bias is not None else 0.0)
+    if outgoing is not None:
+        signed = signed + outgoing
+    heads = np.zeros(0)
+    if info.heads > 1 and info.nodes % info.heads == 0:
+        heads = s.reshape(info.heads, -1).mean(axis=1)
+    # S+ + S- = r and S+ - S- = s, so one signed and one absolute sum give both parts.
+    return NodeStrength(strength=s, positive=(s + r) / 2.0, negative=(r - s) / 2.0, signed=signed, head_means=heads)
+
+
+def network_stats(raws: Sequence[RawLayer]) -> TensorStats:
+    """The same statistics over every watched kernel together."""
+    count = sum(r.count for r in raws)
+    total = sum(r.total for r in raws)
+    total_sq = sum(r.total_sq for r in raws)
+    mean, std = _moments(count, total, total_sq)
+    finite = [r for r in raws if r.count > 0]
+    lo = min((r.min for r in finite), default=math.nan)
+    hi = max((r.max for r in finite), default=math.nan)
+    return TensorStats(
+        count=count, nonfinite=sum(r.nonfinite for r in raws), mean=mean, std=std, min=lo, max=hi,
+        l2=math.sqrt(total_sq),
+        percentiles=merged_percentiles([(r.edges, r.counts) for r in raws], PERCENTILES, lo, hi),
+    )
+
+
+def summarize(step: int, layers: Sequence[LayerInfo], raws: Sequence[RawLayer],
+              pairs: Mapping[int, int]) -> Snapshot:
+    """Build the :class:`Snapshot` for one log call.
+
+    Args:
+        layers / raws: aligned, one per watched layer.
+        pairs: ``{i: j}``, layer i feeds layer j (see :func:`weightwatch.layers.consecutive_pairs`);
+            ``raws[j].col_sum`` must be present for every j.
+    """
+    out = []
+    for i, (info, raw) in enumerate(zip(layers, raws)):
+        strength = None
+        if info.has_nodes:
+            nxt = pairs.get(i)
+            outgoing = outgoing_sums(info, raws[nxt].col_sum) if nxt is not None else None
+            strength = node_strength(info, raw, outgoing)
+        out.append(LayerSummary(
+            info=info, weights=kernel_stats(raw), edges=raw.edges, counts=raw.counts,
+            bias=vector_stats(raw.bias) if raw.bias is not None else None, strength=strength,
+        ))
+    return Snapshot(step=step, layers=out, total=network_stats(raws))

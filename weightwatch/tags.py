@@ -1,0 +1,55 @@
+"""The tag layout of a weightwatch run (the README's tag table, as code).
+
+=====================================  =========  ==========================================
+tag                                    type       value
+=====================================  =========  ==========================================
+``weights/<layer>/<stat>``             scalar     kernel statistics, stat in WEIGHT_STATS
+``bias/<layer>/<stat>``                scalar     the same for the bias vector
+``weights/all/<stat>``                 scalar     over every watched kernel together
+``node_strength/<layer>/<stat>``       scalar     mean, std, pos_mean, neg_mean, fluctuation,
+                                                  head<h>_mean for attention projections
+``weights/<layer>``                    histogram  the kernel's values
+``node_strength/<layer>``              histogram  the node strengths S
+``<metric>``                           scalar     the user's own metrics, under their names
+=====================================  =========  ==========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from .stats import Snapshot
+
+WEIGHTS = "weights"
+BIAS = "bias"
+STRENGTH = "node_strength"
+ALL = "all"
+
+
+def scalar_tags(snapshot: Snapshot) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for layer in snapshot.layers:
+        name = layer.info.name
+        out.update({f"{WEIGHTS}/{name}/{k}": v for k, v in layer.weights.as_dict().items()})
+        if layer.bias is not None:
+            out.update({f"{BIAS}/{name}/{k}": v for k, v in layer.bias.as_dict().items()})
+        if layer.strength is not None:
+            out.update({f"{STRENGTH}/{name}/{k}": v for k, v in layer.strength.as_dict().items()})
+    out.update({f"{WEIGHTS}/{ALL}/{k}": v for k, v in snapshot.total.as_dict().items()})
+    return out
+
+
+def histogram_tags(snapshot: Snapshot, bins: int) -> Iterator[tuple[str, np.ndarray, np.ndarray, float, float]]:
+    """Yields (tag, edges (k+1,), counts (k,), sum, sum of squares) per histogram."""
+    for layer in snapshot.layers:
+        w = layer.weights
+        yield (f"{WEIGHTS}/{layer.info.name}", layer.edges, layer.counts,
+               w.mean * w.count if w.count else 0.0, w.l2 ** 2)
+        if layer.strength is not None:
+            s = layer.strength.strength
+            finite = s[np.isfinite(s)]
+            if finite.size:
+                counts, edges = np.histogram(finite, bins=bins)
+                yield f"{STRENGTH}/{layer.info.name}", edges, counts, float(finite.sum()), float(finite @ finite)
