@@ -194,3 +194,25 @@ def test_both_paths_give_identical_histograms(tmp_path):
     for name in a:
         np.testing.assert_array_equal(a[name].counts, b[name].counts)
         np.testing.assert_array_equal(a[name].edges, b[name].edges)
+
+
+@pytest.mark.parametrize("on_device", PATHS)
+def test_sketch_samples_the_same_positions_in_every_run(tmp_path, on_device):
+    from weightwatch.sketch import read_sketch, sketch_indices
+
+    runs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(40, 30), nn.Linear(30, 5))
+        ww = WeightWatch(model, tmp_path / f"run{seed}")
+        snap = ww.recorder.compute(0, ww.tensors(), on_device=on_device)
+        ww.log(3)
+        ww.close()
+        step, values = read_sketch(tmp_path / f"run{seed}")
+        assert step == 3 and list(values) == ["0", "1"]
+        for name, module in (("0", model[0]), ("1", model[1])):
+            idx = sketch_indices(tuple(module.weight.shape))
+            np.testing.assert_array_equal(values[name], module.weight.detach().numpy().reshape(-1)[idx])
+        np.testing.assert_array_equal(snap.sketch[0], values["0"])
+        runs.append(values)
+    assert len(runs[0]["0"]) == 256 and len(runs[0]["1"]) == 150  # capped size; small kernels whole

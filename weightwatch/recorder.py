@@ -3,7 +3,9 @@
 An integration finds the layers once (a list of :class:`LayerInfo`), then at
 each log call passes the current tensors; the :class:`Recorder` reduces them
 (on their own device), builds the statistics and writes one run's event file,
-plus ``weightwatch.json`` describing the run (see :data:`RUN_INFO_FILE`).
+plus ``weightwatch.json`` describing the run (see :data:`RUN_INFO_FILE`) and
+``weightwatch_sketch.npz``, a fixed-size sample of each kernel (see
+:mod:`weightwatch.sketch`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from . import __version__, summaries
 from .events import EventFileWriter
 from .layers import LayerInfo, LayerTensors, consecutive_pairs
 from .ops import KernelJob, reduce_jobs
+from .sketch import sketch_indices, write_sketch
 from .stats import Snapshot, summarize
 from .tags import histogram_tags, scalar_tags
 
@@ -81,6 +84,7 @@ class Recorder:
         self.framework = framework
         self.pairs = consecutive_pairs(self.layers)
         self._needs_cols = set(self.pairs.values())
+        self._sketch_at = [sketch_indices(layer.shape) for layer in self.layers]
         self.writer = EventFileWriter(log_dir)
         self.log_dir = self.writer.log_dir
         self._metric_names: list[str] = []
@@ -124,6 +128,8 @@ class Recorder:
                 value = summaries.histogram_value(tag, edges, counts, total, total_sq)
                 self.writer.write_summary(summaries.summary_pb2.Summary(value=[value]), step=step, wall_time=wall)
             self.last_snapshot = snapshot
+            write_sketch(self.log_dir, int(step), [layer.name for layer in self.layers], self._sketch_at,
+                         snapshot.sketch)
         self.writer.flush()
         return snapshot
 
@@ -137,6 +143,7 @@ class Recorder:
                 nodes=info.shape[0] if len(info.shape) > 1 else 1,
                 input_units=info.inputs if i in self._needs_cols else 0,
                 bias=t.bias,
+                sample=self._sketch_at[i],
             )
             for i, (info, t) in enumerate(zip(self.layers, tensors))
         ]

@@ -91,6 +91,8 @@ class Snapshot:
     step: int
     layers: list[LayerSummary]
     total: TensorStats
+    #: per layer, the kernel's values at the sketch positions (see weightwatch.sketch)
+    sketch: list[np.ndarray | None] = field(default_factory=list)
 
 
 def histogram_percentiles(edges: np.ndarray, counts: np.ndarray, qs: Sequence[float],
@@ -246,4 +248,4 @@ def summarize(step: int, layers: Sequence[LayerInfo], raws: Sequence[RawLayer],
             info=info, weights=kernel_stats(raw), edges=raw.edges, counts=raw.counts,
             bias=vector_stats(raw.bias) if raw.bias is not None else None, strength=strength,
         ))
-    return Snapshot(step=step, layers=out, total=network_stats(raws))
+    return Snapshot(step=step, layers=out, total=network_stats(raws), sketch=[r.sample for r in raws])

@@ -62,7 +62,10 @@ def reduce_jobs(jobs: Sequence[KernelJob], bins: int, *, on_device: bool | None 
     for i, job in enumerate(jobs):
         if results[i] is not None:
             continue
-        raw = reduce_kernel(to_numpy(job.kernel), job.nodes, bins, job.input_units)
+        kernel = to_numpy(job.kernel)
+        raw = reduce_kernel(kernel, job.nodes, bins, job.input_units)
+        if job.sample is not None:
+            raw.sample = kernel.reshape(-1)[job.sample].astype(np.float32)
         if job.bias is not None:
             raw.bias = to_numpy(job.bias).astype(np.float64).reshape(-1)
         results[i] = raw

@@ -26,6 +26,7 @@ class RawLayer:
         col_sum: shape (inputs,), signed sum of each input unit's outgoing
             weights (over nodes and kernel positions); only when asked for.
         bias: shape (nodes,), the bias values, or None.
+        sample: the kernel's values at the job's ``sample`` positions, or None.
     """
 
     count: int
@@ -40,6 +41,7 @@ class RawLayer:
     row_abs: np.ndarray | None = None
     col_sum: np.ndarray | None = None
     bias: np.ndarray | None = None
+    sample: np.ndarray | None = None
 
 
 def histogram_range(lo: float, hi: float, finite: bool = True) -> tuple[float, float]:

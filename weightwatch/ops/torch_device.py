@@ -29,6 +29,7 @@ class KernelJob:
     nodes: int
     input_units: int = 0
     bias: Any | None = None
+    sample: np.ndarray | None = None  # flat kernel positions to copy out (the run's sketch)
 
 
 def reduce_on_device(jobs: Sequence[KernelJob], bins: int) -> list[RawLayer]:
@@ -60,24 +61,29 @@ def reduce_on_device(jobs: Sequence[KernelJob], bins: int) -> list[RawLayer]:
         if job.input_units > 0:
             parts.append(wd.sum(0).reshape(job.input_units, -1).sum(1))
             cols = job.input_units
+        nsample = 0
+        if job.sample is not None:
+            index = torch.as_tensor(job.sample, device=w.device)
+            parts.append(job.kernel.detach().reshape(-1)[index].double())
+            nsample = len(job.sample)
         nbias = 0
         if job.bias is not None:
             bias = job.bias.detach().reshape(-1).double()
             parts.append(bias)
             nbias = bias.numel()
         packed.append(torch.cat(parts))
-        layouts.append((w.numel(), w.shape[0], cols, nbias))
+        layouts.append((w.numel(), w.shape[0], cols, nsample, nbias))
 
     host = torch.cat(packed).cpu().numpy() if packed else np.zeros(0)  # the one transfer
     out = []
     offset = 0
-    for size, rows, cols, nbias in layouts:
+    for size, rows, cols, nsample, nbias in layouts:
         bad, total, total_sq, lo, hi = host[offset:offset + 5]
         offset += 5
         finite = bool(bad < size)
         rlo, rhi = histogram_range(float(lo), float(hi), finite)
-        take = [bins, rows, rows, cols, nbias]
-        counts, row_sum, row_abs, col_sum, bias = np.split(host[offset:offset + sum(take)], np.cumsum(take)[:-1])
+        take = [bins, rows, rows, cols, nsample, nbias]
+        counts, row_sum, row_abs, col_sum, sample, bias = np.split(host[offset:offset + sum(take)], np.cumsum(take)[:-1])
         offset += sum(take)
         out.append(RawLayer(
             count=int(size - bad), nonfinite=int(bad), total=float(total), total_sq=float(total_sq),
@@ -85,5 +91,6 @@ def reduce_on_device(jobs: Sequence[KernelJob], bins: int) -> list[RawLayer]:
             edges=bin_edges(rlo, rhi, bins), counts=counts.astype(np.int64),
             row_sum=row_sum, row_abs=row_abs,
             col_sum=col_sum if cols else None, bias=bias if nbias else None,
+            sample=sample.astype(np.float32) if nsample else None,
         ))
     return out
