@@ -216,3 +216,18 @@ def test_sketch_samples_the_same_positions_in_every_run(tmp_path, on_device):
         np.testing.assert_array_equal(snap.sketch[0], values["0"])
         runs.append(values)
     assert len(runs[0]["0"]) == 256 and len(runs[0]["1"]) == 150  # capped size; small kernels whole
+
+
+@pytest.mark.parametrize("on_device", PATHS)
+def test_nonfinite_entries_are_left_out_of_node_strengths(tmp_path, on_device):
+    model = nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 3))
+    with torch.no_grad():
+        model[0].weight[1, 2] = float("nan")
+        model[1].weight[0, 3] = float("-inf")
+    layers, _ = snapshot(model, tmp_path, on_device)
+    w0, b0, w1, b1 = (np.nan_to_num(np_of(t), nan=0.0, neginf=0.0) for t in
+                      (model[0].weight, model[0].bias, model[1].weight, model[1].bias))
+    np.testing.assert_allclose(layers["0"].strength.strength, ref.in_strength(w0)[0], rtol=1e-6)
+    np.testing.assert_allclose(layers["0"].strength.signed, ref.cnt_strength(w0, b0, w1), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(layers["1"].strength.strength, ref.in_strength(w1)[0], rtol=1e-6)
+    assert layers["1"].counts.sum() == 11 and layers["0"].counts.sum() == 19

@@ -7,8 +7,10 @@ Two parallel passes over a kernel viewed as a (nodes, fan_in) matrix:
    squares (float64 accumulators) and the exact histogram over [min, max].
 
 Both are written so LLVM vectorises them (``reassoc`` lets it reorder the
-float64 sums; NaN semantics are kept). A kernel holding NaN or Inf goes through
-slower general kernels that skip non-finite entries and count them.
+float64 sums; NaN semantics are kept). A kernel holding NaN or Inf (rare, and
+then speed hardly matters) is swept on a copy whose non-finite entries are
+replaced by the finite minimum, and their share is taken back out of the sums
+and of the first bin.
 
 Doing everything in one sweep matters: on a 2-core CPU the separate torch ops
 (sum, abs-sum, dot, bin index, bincount) cost about 16 reads of the weights,
@@ -94,82 +96,7 @@ def _compile():
         counts = hist.sum(axis=0).sum(axis=0)
         return row_sum, row_abs, row_sum.sum(), sqs.sum(), counts, col.sum(axis=0)
 
-    @njit(parallel=True, cache=True, nogil=True)
-    def range_pass(w, nblocks):  # pragma: no cover - compiled
-        rows, cols = w.shape
-        per = (rows + nblocks - 1) // nblocks
-        mins = np.full(nblocks, np.inf)
-        maxs = np.full(nblocks, -np.inf)
-        bad = np.zeros(nblocks, np.int64)
-        for b in prange(nblocks):
-            lo = np.inf
-            hi = -np.inf
-            nb = 0
-            for i in range(b * per, min(rows, (b + 1) * per)):
-                for j in range(cols):
-                    x = w[i, j]
-                    if math.isfinite(x):
-                        if x < lo:
-                            lo = x
-                        if x > hi:
-                            hi = x
-                    else:
-                        nb += 1
-            mins[b] = lo
-            maxs[b] = hi
-            bad[b] = nb
-        return mins.min(), maxs.max(), bad.sum()
-
-    @njit(parallel=True, cache=True, nogil=True)
-    def sweep(w, lo, scale, bins, nblocks, want_cols):  # pragma: no cover - compiled
-        rows, cols = w.shape
-        per = (rows + nblocks - 1) // nblocks
-        row_sum = np.zeros(rows)
-        row_abs = np.zeros(rows)
-        sums = np.zeros(nblocks)
-        sqs = np.zeros(nblocks)
-        hist = np.zeros((nblocks, 4, bins + 1), np.int64)
-        col = np.zeros((nblocks if want_cols else 1, cols if want_cols else 1))
-        for b in prange(nblocks):
-            sb = 0.0
-            qb = 0.0
-            for i in range(b * per, min(rows, (b + 1) * per)):
-                r = 0.0
-                a = 0.0
-                for j in range(cols):
-                    x = w[i, j]
-                    if not math.isfinite(x):
-                        continue
-                    xd = np.float64(x)
-                    r += xd
-                    a += abs(xd)
-                    qb += xd * xd
-                    if want_cols:
-                        col[b, j] += xd
-                    k = int((x - lo) * scale)
-                    if k > bins - 1:
-                        k = bins - 1
-                    elif k < 0:
-                        k = 0
-                    hist[b, j & 3, k] += 1
-                row_sum[i] = r
-                row_abs[i] = a
-                sb += r
-            sums[b] = sb
-            sqs[b] = qb
-        counts = np.zeros(bins, np.int64)
-        for b in range(nblocks):
-            for lane in range(4):
-                for k in range(bins):
-                    counts[k] += hist[b, lane, k]
-        cols_out = np.zeros(cols if want_cols else 0)
-        if want_cols:
-            for b in range(nblocks):
-                for j in range(cols):
-                    cols_out[j] += col[b, j]
-        return row_sum, row_abs, sums.sum(), sqs.sum(), counts, cols_out
-
-    _kernels = (range_fast, sweep_fast, range_pass, sweep, numba.get_num_threads)
+    _kernels = (range_fast, sweep_fast, numba.get_num_threads)
     return _kernels
 
 
@@ -179,6 +106,18 @@ def as_matrix(array: np.ndarray, nodes: int) -> np.ndarray:
     if a.dtype not in (np.float32, np.float64):
         a = a.astype(np.float32)
     return np.ascontiguousarray(a.reshape(max(nodes, 1), -1))
+
+
+def _finite_range(w: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray, float]:
+    """For a kernel with non-finite entries: (copy with them set to a stand-in,
+    the finite minimum, the finite maximum, mask of non-finite entries, the
+    stand-in: the finite minimum, so it lands in the first bin, or 0)."""
+    bad = ~np.isfinite(w)
+    finite = w[~bad]
+    lo = float(finite.min()) if finite.size else math.nan
+    hi = float(finite.max()) if finite.size else math.nan
+    fill = 0.0 if math.isnan(lo) else lo
+    return np.where(bad, w.dtype.type(fill), w), lo, hi, bad, fill
 
 
 def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 0) -> RawLayer:
@@ -192,23 +131,32 @@ def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 
             input units: ``in`` for a linear (out, in) kernel, ``C_in`` for a conv
             (C_out, C_in, *k) kernel (summed over kernel positions). 0 skips them.
     """
-    range_fast, sweep_fast, range_pass, sweep, threads = _compile()
+    range_fast, sweep_fast, threads = _compile()
     w = as_matrix(kernel, nodes)
     nblocks = max(1, min(w.shape[0], 4 * threads()))
-    want_cols = input_units > 0
     lo, hi, probe = range_fast(w, nblocks)
-    bad = 0
+    bad = None
     if not np.isfinite(probe):
-        lo, hi, bad = range_pass(w, nblocks)
+        w, lo, hi, bad, fill = _finite_range(w)
     finite = bool(np.isfinite(lo))
     rlo, rhi = histogram_range(float(lo), float(hi), finite)
     blo, scale = bin_scale(rlo, rhi, bins, w.dtype.type)
-    sweep_kernel = sweep if bad else sweep_fast
-    row_sum, row_abs, total, total_sq, counts, cols = sweep_kernel(w, blo, scale, bins, nblocks, want_cols)
+    row_sum, row_abs, total, total_sq, counts, cols = sweep_fast(w, blo, scale, bins, nblocks, input_units > 0)
+    nonfinite = 0
+    if bad is not None:  # take the stand-in values back out
+        per_row = bad.sum(axis=1)
+        nonfinite = int(per_row.sum())
+        row_sum = row_sum - fill * per_row
+        row_abs = row_abs - abs(fill) * per_row
+        total -= fill * nonfinite
+        total_sq -= fill * fill * nonfinite
+        if input_units > 0:
+            cols = cols - fill * bad.sum(axis=0)
+        counts[min(max(int((w.dtype.type(fill) - blo) * scale), 0), bins - 1)] -= nonfinite
     return RawLayer(
-        count=int(w.size - bad), nonfinite=int(bad), total=float(total), total_sq=float(total_sq),
+        count=int(w.size - nonfinite), nonfinite=nonfinite, total=float(total), total_sq=float(total_sq),
         min=float(lo) if finite else math.nan, max=float(hi) if finite else math.nan,
         edges=bin_edges(rlo, rhi, bins), counts=counts,
         row_sum=row_sum, row_abs=row_abs,
-        col_sum=cols.reshape(input_units, -1).sum(axis=1) if want_cols else None,
+        col_sum=cols.reshape(input_units, -1).sum(axis=1) if input_units > 0 else None,
     )
