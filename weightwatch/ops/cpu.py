@@ -21,6 +21,7 @@ and caches the machine code on disk.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -96,7 +97,18 @@ def _compile():
         counts = hist.sum(axis=0).sum(axis=0)
         return row_sum, row_abs, row_sum.sum(), sqs.sum(), counts, col.sum(axis=0)
 
-    _kernels = (range_fast, sweep_fast, numba.get_num_threads)
+    def threads() -> int:
+        """Threads for the kernels: torch's intra-op count when torch is in use
+        (it honours OMP_NUM_THREADS, torch.set_num_threads and launchers that
+        split the cores between processes), else numba's default."""
+        torch = sys.modules.get("torch")
+        n = numba.config.NUMBA_NUM_THREADS
+        if torch is not None and hasattr(torch, "get_num_threads"):
+            n = max(1, min(n, torch.get_num_threads()))
+        numba.set_num_threads(n)
+        return n
+
+    _kernels = (range_fast, sweep_fast, threads)
     return _kernels
 
 
