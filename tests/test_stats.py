@@ -48,6 +48,8 @@ def test_weight_statistics_match_numpy(tmp_path, on_device, dtype):
         bias = layers[name].bias.as_dict()
         for stat, value in ref.weight_stats(np_of(module.bias)).items():
             assert bias[stat] == pytest.approx(value, rel=1e-9, abs=1e-12), (name, "bias", stat)
+        for q in (0, 25, 50, 75, 100):  # bias percentiles are exact
+            assert bias[f"p{q}"] == pytest.approx(np.percentile(np_of(module.bias), q), rel=1e-12), (name, q)
     everything = np.concatenate([np_of(p.weight).reshape(-1) for p in (model[0], model[2], model[3])])
     total = snap.total.as_dict()
     for stat, value in ref.weight_stats(everything).items():

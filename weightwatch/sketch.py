@@ -12,13 +12,15 @@ array               shape / dtype        meaning
 ``version``         () int64             1
 ``step``            () int64             the log step the values come from
 ``layers``          (L,) str             layer names, in the run's layer order
-``indices_<i>``     (k_i,) int64         flat positions sampled in layer i's kernel
-                                         (PyTorch layout, C order)
-``values_<i>``      (k_i,) float32       the kernel's values at those positions
+``offsets``         (L + 1,) int64       layer i owns entries offsets[i]:offsets[i+1]
+``indices``         (N,) int64           flat positions sampled in each layer's
+                                         kernel (PyTorch layout, C order)
+``values``          (N,) float32         the kernel's values at those positions
 ==================  ===================  ========================================
 
-``k_i = min(size of the kernel, SKETCH_SIZE)``. Rewritten atomically at every
-log call that records weights, so a crash leaves the last complete sketch.
+Layer i has ``min(size of its kernel, SKETCH_SIZE)`` entries. Rewritten
+atomically at every log call that records weights, so a crash leaves the last
+complete sketch.
 """
 
 from __future__ import annotations
@@ -51,13 +53,14 @@ def sketch_indices(shape: Sequence[int], size: int = SKETCH_SIZE) -> np.ndarray:
 def write_sketch(run_dir: str | Path, step: int, names: Sequence[str], indices: Sequence[np.ndarray],
                  values: Sequence[np.ndarray]) -> Path:
     path = Path(run_dir) / SKETCH_FILE
-    arrays: dict[str, np.ndarray] = {
+    sizes = [len(idx) for idx in indices]
+    arrays = {
         "format": np.array(SKETCH_FORMAT), "version": np.array(SKETCH_VERSION, dtype=np.int64),
         "step": np.array(step, dtype=np.int64), "layers": np.array(list(names), dtype=str),
+        "offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        "indices": np.concatenate(indices).astype(np.int64) if sizes else np.zeros(0, np.int64),
+        "values": np.concatenate(values).astype(np.float32) if sizes else np.zeros(0, np.float32),
     }
-    for i, (idx, val) in enumerate(zip(indices, values)):
-        arrays[f"indices_{i}"] = np.asarray(idx, dtype=np.int64)
-        arrays[f"values_{i}"] = np.asarray(val, dtype=np.float32)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
@@ -76,4 +79,5 @@ def read_sketch(run_dir: str | Path) -> tuple[int, dict[str, np.ndarray]]:
         if str(data.get("format", "")) != SKETCH_FORMAT or int(data["version"]) != SKETCH_VERSION:
             raise ValueError(f"{path} is not a weightwatch sketch of version {SKETCH_VERSION}")
         names = [str(n) for n in data["layers"]]
-        return int(data["step"]), {name: data[f"values_{i}"].copy() for i, name in enumerate(names)}
+        offsets, values = data["offsets"], data["values"]
+        return int(data["step"]), {name: values[offsets[i]:offsets[i + 1]].copy() for i, name in enumerate(names)}
