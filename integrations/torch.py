@@ -180,12 +180,18 @@ class WeightWatch:
         include / exclude: glob patterns on layer names.
         roles: ``{"glob": role}`` overrides of the automatic roles.
         bins: histogram bins per layer.
+        reference: a reference fitted by ``weightwatch fit`` (path or object): each
+            weight record also logs ``weightwatch/p_optimal`` and
+            ``weightwatch/predicted_accuracy`` (see :mod:`weightwatch.analysis.live`).
+        stop: with a reference, when :attr:`should_stop` turns True: a
+            ``StopRule``, a P(optimal) threshold, or True for the default rule.
     """
 
     def __init__(self, model: nn.Module, log_dir: str | Path = "runs/weightwatch", *,
                  hparams: Mapping[str, Any] | None = None, schedule: Schedule | int | None = None,
                  include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                 roles: Mapping[str, str] | None = None, bins: int = 64) -> None:
+                 roles: Mapping[str, str] | None = None, bins: int = 64, reference: Any = None,
+                 stop: Any = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"WeightWatch needs a torch.nn.Module, got {type(model).__name__}")
         if isinstance(schedule, int) and not isinstance(schedule, bool):
@@ -199,6 +205,11 @@ class WeightWatch:
         self._sources = [source for _, source in pairs]
         self.recorder = Recorder(log_dir, self.layers, hparams=hparams, bins=bins, framework="torch")
         self.log_dir = self.recorder.log_dir
+        self.scorer = None
+        if reference is not None:
+            from weightwatch.analysis.live import LiveScorer
+
+            self.scorer = LiveScorer.for_recorder(reference, self.recorder, stop)
 
     def tensors(self) -> list[LayerTensors]:
         """The current kernels and biases (views of the parameters, no copies)."""
@@ -211,8 +222,20 @@ class WeightWatch:
         """
         record = self.schedule is None or bool(self.schedule(step))
         with torch.no_grad():
-            self.recorder.log(step, self.tensors() if record else None, metrics)
+            snapshot = self.recorder.log(step, self.tensors() if record else None, metrics)
+        if self.scorer is not None:
+            self.scorer.log(self.recorder, snapshot)
         return record
+
+    @property
+    def score(self) -> Any:
+        """The reference's latest verdict (a ``Score``), or None (no reference, nothing recorded yet)."""
+        return self.scorer.score if self.scorer is not None else None
+
+    @property
+    def should_stop(self) -> bool:
+        """Whether the ``stop`` rule says to stop training now."""
+        return self.scorer is not None and self.scorer.should_stop
 
     def close(self, success: bool = True) -> None:
         self.recorder.close(success)
