@@ -1,0 +1,134 @@
+"""Stopping runs the reference judges hopeless: the rule, a real Optuna study, a real Ray Tune run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import populations
+from reference_population import EPOCHS, shared
+from weightwatch.analysis.live import StopRule, stop_rule
+from weightwatch.integrations.torch import WeightWatch
+
+
+@pytest.fixture(scope="module")
+def pop(tmp_path_factory):
+    return shared(tmp_path_factory)
+
+
+def test_stop_rule():
+    rule = StopRule(threshold=0.3, min_step=1, patience=2)
+    assert not rule.should_stop([])
+    assert not rule.should_stop([(0, 0.0), (1, 0.1)])  # step 0 does not count
+    assert rule.should_stop([(0, 0.0), (1, 0.1), (2, 0.2)])
+    assert not rule.should_stop([(1, 0.1), (2, 0.2), (3, 0.9)])  # recovered
+    assert not rule.should_stop([(1, 0.1), (2, 0.3)])  # not below
+    assert stop_rule(None) is None and stop_rule(False) is None
+    assert stop_rule(True) == StopRule() and stop_rule(0.25) == StopRule(threshold=0.25)
+    with pytest.raises(ValueError):
+        StopRule(threshold=2.0)
+
+
+def train(model, log_dir, reference, epochs=EPOCHS, after_epoch=None, **kw):
+    """Adam on the digits, logging val_accuracy each epoch; ``after_epoch(ww, epoch, acc)`` may end it."""
+    xtr, ytr, xva, yva = populations._digits()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with WeightWatch(model, log_dir, reference=reference, **kw) as ww:
+        for epoch in range(epochs):
+            for i in range(0, len(xtr), 64):
+                loss = torch.nn.functional.cross_entropy(model(xtr[i:i + 64]), ytr[i:i + 64])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                acc = float((model(xva).argmax(1) == yva).float().mean())
+            ww.log(epoch, val_accuracy=acc)
+            if after_epoch is not None and after_epoch(ww, epoch, acc):
+                return ww, acc, epoch + 1
+    return ww, acc, epochs
+
+
+def test_plain_loop_stop_option(pop, tmp_path):
+    torch.manual_seed(0)
+    ww, _, epochs = train(populations.make_model("mlp", "zeros"), tmp_path / "dead", pop.reference,
+                          stop=StopRule(threshold=0.5, min_step=1), after_epoch=lambda ww, e, a: ww.should_stop)
+    assert epochs == 2 and ww.should_stop
+    torch.manual_seed(0)
+    ww, _, epochs = train(populations.make_model("mlp", 0.1), tmp_path / "good", pop.reference,
+                          stop=StopRule(threshold=0.5, min_step=1), after_epoch=lambda ww, e, a: ww.should_stop)
+    assert epochs == EPOCHS and not ww.should_stop
+
+
+def test_optuna_prunes_the_hopeless_trials(pop, tmp_path):
+    optuna = pytest.importorskip("optuna")
+    from weightwatch.integrations.optuna import USER_ATTR, WeightWatchPruner, report
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    inits = ["zeros", 0.1, 3.0, 0.1, "zeros", 0.3]
+
+    def objective(trial):
+        init = trial.suggest_categorical("init", inits)
+        torch.manual_seed(trial.number)
+
+        def after_epoch(ww, epoch, acc):
+            trial.report(acc, epoch)
+            report(trial, ww)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        _, acc, _ = train(populations.make_model("mlp", init), tmp_path / f"trial{trial.number}", pop.reference,
+                          after_epoch=after_epoch)
+        return acc
+
+    study = optuna.create_study(direction="maximize", pruner=WeightWatchPruner(threshold=0.5, min_step=1),
+                                sampler=optuna.samplers.TPESampler(seed=0))
+    for init in inits:
+        study.enqueue_trial({"init": init})
+    study.optimize(objective, n_trials=len(inits))
+    states = {t.number: (t.params["init"], t.state, t.user_attrs[USER_ATTR]) for t in study.trials}
+    for init, state, history in states.values():
+        if init == "zeros":  # dead networks: pruned as soon as the rule may act
+            assert state == optuna.trial.TrialState.PRUNED and sorted(history) == ["0", "1"]
+        elif init == 0.1:
+            assert state == optuna.trial.TrialState.COMPLETE and len(history) == EPOCHS
+    assert study.best_value > 0.8
+
+
+def test_ray_tune_stops_the_hopeless_trials(pop, tmp_path):
+    ray = pytest.importorskip("ray")
+    from ray import tune
+
+    from weightwatch.integrations.ray import WeightWatchStopper
+
+    reference = str(pop.reference)
+    out = str(tmp_path / "runs")
+
+    def trainable(config):
+        torch.set_num_threads(1)
+
+        def after_epoch(ww, epoch, acc):
+            tune.report({"val_accuracy": acc, "epoch": epoch, **ww.score.as_metrics()})
+
+        train(populations.make_model("mlp", config["init"]), f"{out}/{config['init']}", reference,
+              after_epoch=after_epoch)
+
+    here = str(Path(__file__).parent)  # Ray's workers import this module (and populations) by name
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    try:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"init": tune.grid_search(["zeros", 0.1])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=2),
+            run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0,
+                                      stop=WeightWatchStopper(threshold=0.5, min_step=1, step="epoch")),
+        )
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    epochs = {r.config["init"]: len(r.metrics_dataframe) for r in results}
+    assert epochs == {"zeros": 2, 0.1: EPOCHS}
