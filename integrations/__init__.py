@@ -1,4 +1,9 @@
 """Framework integrations, one module each; importing this package imports no framework.
 
 - ``weightwatch.integrations.torch``: ``WeightWatch`` for plain PyTorch loops.
+- ``weightwatch.integrations.keras``: ``WeightWatchCallback`` for Keras 3 ``model.fit`` (any backend).
+- ``weightwatch.integrations.lightning``: ``WeightWatchCallback`` for PyTorch Lightning's ``Trainer``.
+- ``weightwatch.integrations.hf``: ``WeightWatchCallback`` for Hugging Face transformers' ``Trainer``.
+
+All record the same statistics under the same tags (docs/integrations.md).
 """

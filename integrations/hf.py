@@ -1,0 +1,142 @@
+"""Hugging Face transformers integration: a ``TrainerCallback`` for ``Trainer.train``.
+
+>>> trainer = Trainer(model=model, args=args, train_dataset=train,   # doctest: +SKIP
+...                   callbacks=[WeightWatchCallback()])
+>>> trainer.train()                                                  # doctest: +SKIP
+
+The model's layers are found as the PyTorch integration finds them
+(:func:`weightwatch.integrations.torch.discover_layers`), so tags and numbers
+are the same as with ``WeightWatch``.
+
+Where and when:
+
+- the run directory is ``log_dir`` when given, else where transformers'
+  ``TensorBoardCallback`` writes: ``$TENSORBOARD_LOGGING_DIR``, then
+  ``args.logging_dir`` (transformers < 5), then ``<output_dir>/runs/<time>_<host>``,
+  the directory transformers' callback created when training began;
+- the weights are written at the end of every epoch (``schedule``), and every
+  N optimizer steps with ``every_n_steps``;
+- the metrics are the numbers of ``state.log_history`` (loss, eval_loss,
+  eval_accuracy, learning_rate, epoch, ...), each entry at its own step,
+  written as the Trainer logs them;
+- the x axis is ``state.global_step``, as for transformers' own TensorBoard logs;
+- only the main process (``state.is_world_process_zero``) writes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from weightwatch._optional import require
+
+torch = require("torch", "hf", "weightwatch.integrations.hf")
+transformers = require("transformers", "hf", "weightwatch.integrations.hf")
+
+from ._callback import Run, Schedule, WatchingCallback, check_every, scalar_metrics  # noqa: E402
+from .torch import discover_layers  # noqa: E402
+
+__all__ = ["HPARAM_ARGS", "WeightWatchCallback", "run_dir"]
+
+#: TrainingArguments shown in the HParams dashboard when no hparams are given.
+HPARAM_ARGS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
+               "weight_decay", "warmup_steps", "lr_scheduler_type", "optim", "seed")
+
+
+def run_dir(args: Any, log_dir: str | Path | None = None) -> Path:
+    """The directory transformers' TensorBoard output goes to (see the module doc), or ``log_dir``."""
+    if log_dir is not None:
+        return Path(log_dir)
+    env = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    if env:
+        return Path(env).expanduser()
+    if getattr(args, "logging_dir", None):
+        return Path(args.logging_dir)
+    return _default_logdir(Path(args.output_dir))
+
+
+def _default_logdir(output_dir: Path) -> Path:
+    """``<output_dir>/runs/<Mon><dd>_<HH-MM-SS>_<host>``, as transformers' TensorBoardCallback names
+    it when training begins; that callback runs just before this one and has created the
+    directory, so when the clock has just passed a second, the one of the second before is taken."""
+    from transformers.integrations.integration_utils import default_logdir
+
+    now = output_dir / default_logdir()
+    stamp = (datetime.now() - timedelta(seconds=1)).strftime("%b%d_%H-%M-%S")
+    before = output_dir / "runs" / f"{stamp}_{socket.gethostname()}"
+    return before if before.is_dir() and not now.is_dir() else now
+
+
+class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
+    """Record per-layer weight statistics of a model trained by ``transformers.Trainer``.
+
+    Args:
+        log_dir: the run directory; None (default) follows transformers'
+            TensorBoard output (see the module doc).
+        hparams: for the HParams dashboard; None takes :data:`HPARAM_ARGS` from
+            the TrainingArguments.
+        schedule: which epochs record the weights: ``schedule(epoch) -> bool``
+            (epoch from 0), an int N (every N epochs) or None (every epoch).
+        every_n_steps: also record the weights every N optimizer steps (set it
+            to ``args.logging_steps`` to match the Trainer's logging).
+        include / exclude / roles / bins: as for ``WeightWatch``.
+    """
+
+    def __init__(self, log_dir: str | Path | None = None, *, hparams: Mapping[str, Any] | None = None,
+                 schedule: Schedule | int | None = None, every_n_steps: int | None = None,
+                 include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                 roles: Mapping[str, str] | None = None, bins: int = 64) -> None:
+        self._store_options(log_dir, hparams, schedule, include, exclude, roles, bins)
+        self.every_n_steps = check_every(every_n_steps, "every_n_steps")
+        self._history_seen = 0  # entries of state.log_history already written
+        self._written: dict[str, int] = {}  # metric -> the last step it was written at
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not self._needs_run():
+            return
+        if model is None:
+            raise ValueError("WeightWatchCallback: the Trainer passed no model to on_train_begin")
+        found = discover_layers(model, self.include, self.exclude, self.roles)
+        hparams = self.hparams
+        if hparams is None:
+            hparams = {k: getattr(args, k) for k in HPARAM_ARGS if getattr(args, k, None) is not None}
+        self.run = Run(run_dir(args, self.log_dir), found, hparams=hparams, bins=self.bins, framework="hf")
+        self._history_seen = len(state.log_history)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.run is not None and self.every_n_steps and state.global_step % self.every_n_steps == 0:
+            self._log_weights(state.global_step)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        epoch = max(round(state.epoch or 0) - 1, 0)  # state.epoch counts finished epochs here
+        if self.run is not None and self.schedule(epoch):
+            self._log_weights(state.global_step)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        self._log_history(state)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.run is not None:
+            self._log_history(state)
+            self.run.close()
+
+    def _log_weights(self, step: int) -> None:
+        with torch.no_grad():
+            self.run.log(step)
+
+    def _log_history(self, state: Any) -> None:
+        """Write the entries of ``state.log_history`` not written yet, each at its own step."""
+        if self.run is None:
+            return
+        for entry in state.log_history[self._history_seen:]:
+            step = int(entry.get("step", state.global_step))
+            # several entries share a step (train loss, evaluation, the final summary) and repeat
+            # "epoch": each metric is written once per step
+            metrics = {k: v for k, v in scalar_metrics(entry, drop={"step"}).items() if self._written.get(k) != step}
+            self.run.log(step, metrics, weights=False)
+            self._written.update(dict.fromkeys(metrics, step))
+        self._history_seen = len(state.log_history)

@@ -1,0 +1,117 @@
+"""PyTorch Lightning integration: ``WeightWatchCallback`` for ``Trainer.fit``.
+
+>>> trainer = Trainer(max_epochs=20, callbacks=[WeightWatchCallback()])  # doctest: +SKIP
+>>> trainer.fit(model, train_loader, val_loader)                       # doctest: +SKIP
+
+The layers of the LightningModule are found as the PyTorch integration finds
+them (:func:`weightwatch.integrations.torch.discover_layers`), so tags and
+numbers are the same as with ``WeightWatch``.
+
+Where and when:
+
+- the run directory is ``log_dir`` when given, else the directory of the
+  trainer's ``TensorBoardLogger`` (``lightning_logs/version_N``), so one
+  ``tensorboard --logdir`` shows Lightning's curves and the weights together;
+  without such a logger, ``<default_root_dir>/weightwatch``;
+- at the end of every training epoch (after its validation) the weights and
+  ``trainer.callback_metrics`` (plus ``epoch``) are written; the sanity check
+  writes nothing;
+- the x axis is Lightning's own: the step its loggers use (the index of the
+  last optimizer step), so the weights line up with Lightning's curves and the
+  epoch-end metrics fall on the points Lightning logged for them;
+- under DDP (or any multi-process strategy) only global rank 0 writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from weightwatch._optional import require
+
+torch = require("torch", "lightning", "weightwatch.integrations.lightning")
+pl = require("lightning.pytorch", "lightning", "weightwatch.integrations.lightning")
+
+from ._callback import Run, Schedule, WatchingCallback, check_every, scalar_metrics  # noqa: E402
+from .torch import discover_layers  # noqa: E402
+
+__all__ = ["WeightWatchCallback", "logger_step"]
+
+
+def logger_step(trainer: Any) -> int:
+    """The step Lightning's loggers use for what is logged now: the index of the last optimizer
+    step (``global_step - 1``; 0 before the first one)."""
+    return max(int(trainer.global_step) - 1, 0)
+
+
+def run_dir(trainer: Any, log_dir: str | Path | None) -> Path:
+    """``log_dir``; else the first TensorBoardLogger's ``log_dir``; else ``<default_root_dir>/weightwatch``."""
+    if log_dir is not None:
+        return Path(log_dir)
+    for logger in trainer.loggers:
+        if isinstance(logger, pl.loggers.TensorBoardLogger):
+            return Path(logger.log_dir)
+    return Path(trainer.default_root_dir) / "weightwatch"
+
+
+class WeightWatchCallback(WatchingCallback, pl.Callback):
+    """Record per-layer weight statistics of a LightningModule during ``Trainer.fit``.
+
+    Args:
+        log_dir: the run directory; None (default) uses the trainer's
+            TensorBoardLogger directory (see the module doc).
+        hparams: for the HParams dashboard; None takes the module's ``hparams``
+            (what ``save_hyperparameters`` stored).
+        schedule: which epochs record the weights: ``schedule(epoch) -> bool``
+            (epoch from 0), an int N (every N epochs) or None (every epoch). The
+            metrics are written every epoch either way.
+        every_n_steps: also record the weights after every N optimizer steps,
+            at the same steps as ``Trainer(log_every_n_steps=N)`` logs.
+        include / exclude / roles / bins: as for ``WeightWatch``.
+    """
+
+    def __init__(self, log_dir: str | Path | None = None, *, hparams: Mapping[str, Any] | None = None,
+                 schedule: Schedule | int | None = None, every_n_steps: int | None = None,
+                 include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                 roles: Mapping[str, str] | None = None, bins: int = 64) -> None:
+        super().__init__()
+        self._store_options(log_dir, hparams, schedule, include, exclude, roles, bins)
+        self.every_n_steps = check_every(every_n_steps, "every_n_steps")
+        self._last_global_step = -1
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage != "fit" or not trainer.is_global_zero or not self._needs_run():
+            return
+        found = discover_layers(pl_module, self.include, self.exclude, self.roles)
+        hparams = self.hparams if self.hparams is not None else dict(getattr(pl_module, "hparams", {}) or {})
+        self.run = Run(run_dir(trainer, self.log_dir), found, hparams=hparams, bins=self.bins,
+                       framework="lightning")
+
+    def _writing(self, trainer: Any) -> bool:
+        return self.run is not None and trainer.is_global_zero and not trainer.sanity_checking
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if not self.every_n_steps or not self._writing(trainer) or step == self._last_global_step:
+            return
+        self._last_global_step = step  # with gradient accumulation, several batches share a step
+        if step > 0 and step % self.every_n_steps == 0:
+            with torch.no_grad():
+                self.run.log(logger_step(trainer))
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if not self._writing(trainer):
+            return
+        metrics = scalar_metrics(trainer.callback_metrics)
+        metrics["epoch"] = float(trainer.current_epoch)
+        with torch.no_grad():
+            self.run.log(logger_step(trainer), metrics, weights=bool(self.schedule(trainer.current_epoch)))
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit" and self.run is not None:
+            self.run.close()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if self.run is not None:
+            self.run.close(success=False)
