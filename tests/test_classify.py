@@ -253,3 +253,14 @@ def test_labels():
     with pytest.raises(ValueError):
         make_labels(values, threshold=0.5, top=0.5)
     assert math.isclose(make_labels(values, threshold=0.5)[1], 0.5)
+
+
+def test_a_run_of_another_family_gets_a_note(pop):
+    from weightwatch.analysis.model import fit_reference
+
+    runs = load_runs(pop.train, progress=False, cache=False).runs
+    mlps = [r for r in runs if r.name.startswith("mlp/")]
+    ref = fit_reference(mlps, cv=2, baseline=False).reference
+    cnn = next(r for r in runs if r.name.startswith("cnn/"))
+    assert any("same architecture family" in n for n in ref.classify(cnn).notes)
+    assert not ref.classify(mlps[0]).notes

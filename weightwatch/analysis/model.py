@@ -369,8 +369,8 @@ def fit_step(step: int, x: np.ndarray, y: np.ndarray, values: np.ndarray, *, cv:
                "candidates": chosen.candidates, "runs": int(len(y)), "optimal": int(y.sum()),
                "features_used": int(used.sum())}
     return StepModels(step=step, runs=len(y), classifier=export(clf, used, xf, classifier=True), regressor=regressor,
-                      fill=fill, typical_optimal=typical_opt, typical_suboptimal=typical_sub,
-                      cv=json_safe(cv_info))
+                      fill=fill, coverage=np.isfinite(x).mean(axis=0), typical_optimal=typical_opt,
+                      typical_suboptimal=typical_sub, cv=json_safe(cv_info))
 
 
 def hparams_matrix(runs: Sequence[Run]) -> tuple[np.ndarray, list[str]]:
@@ -480,3 +480,82 @@ def fit_reference(runs: Sequence[Run], *, metric: str | None = None, threshold: 
     ref = Reference(info, fitted)
     return FitResult(ref, pop.metric, thr, rule, len(pop.runs), int(y.sum()), pop.unlabelled, json_safe(curve),
                      json_safe(base))
+
+
+# -- the command ---------------------------------------------------------------------------------------
+
+def add_fit_arguments(parser: Any) -> None:
+    """The arguments of ``weightwatch fit`` (an argparse parser)."""
+    parser.add_argument("path", help="directory holding the labelled runs (any depth)")
+    parser.add_argument("-o", "--output", default="reference.ww", help="the reference file to write")
+    parser.add_argument("--metric", help="final-metric tag (default: val_accuracy, accuracy, test_accuracy, acc)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--threshold", type=float, help="optimal: final metric >= THRESHOLD (default: the high group)")
+    group.add_argument("--top", type=float, help="optimal: the best fraction TOP of the runs (0.5: the better half)")
+    parser.add_argument("--cv", type=int, default=5, help="cross-validation folds")
+    parser.add_argument("--seed", type=int, default=0, help="random_state of the models and folds")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the hyperparameters-only baseline")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def format_fit(result: FitResult, output: str | None = None, cv: int | None = None) -> str:
+    """What ``weightwatch fit`` prints."""
+    def f(v: Any) -> str:
+        return "  n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:5.3f}"
+
+    ref = result.reference
+    lines = [f"{result.runs} runs with {result.metric}; optimal: final {result.metric} >= {result.threshold:.4g} "
+             f"({result.rule}): {result.optimal} runs, suboptimal: {result.runs - result.optimal}"]
+    if result.unlabelled:
+        lines.append(f"not used, no {result.metric}: {', '.join(result.unlabelled)}")
+    lines += ["", f"held-out quality ({cv or ref.info['population'].get('cv', '')}-fold cross-validation: every run "
+              "is scored by models that did not see it)",
+              " step  runs    AUC  bal.acc  Kendall tau    R^2  models: P(optimal) / final metric"]
+    for c in result.curve:
+        lines.append(f"{c['step']:5d} {c['runs']:5d}  {f(c['auc'])}    {f(c['balanced_accuracy'])}        "
+                     f"{f(c['kendall_tau'])}  {f(c['r2'])}  {c['classifier']} / {c['regressor']}")
+    earliest = result.earliest
+    lines.append(f"earliest step with AUC >= {EARLY_AUC}: {earliest if earliest is not None else 'none'}")
+    b = result.baseline
+    if b.get("available"):
+        lines.append(f"hyperparameters only ({', '.join(b['hparams'])}): AUC {f(b['auc'])}, balanced accuracy "
+                     f"{f(b['balanced_accuracy'])}, Kendall tau {f(b['kendall_tau'])}, R^2 {f(b['r2'])}; "
+                     f"weights: AUC {f(result.final['auc'])}")
+    elif b:
+        lines.append(f"hyperparameters only: not measured ({b.get('reason', '')})")
+    if output:
+        lines.append(f"wrote {output} ({len(ref.steps)} steps)")
+    return "\n".join(lines)
+
+
+def fit_command(args: Any) -> int:
+    """``weightwatch fit PATH -o reference.ww``: returns the exit code."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from .load import load_runs
+
+    try:
+        loaded = load_runs(args.path, progress=not args.json)
+    except FileNotFoundError as exc:
+        print(f"weightwatch fit: {exc}", file=sys.stderr)
+        return 2
+    for name, problems in loaded.problems.items():
+        print(f"weightwatch fit: skipped {name}: {'; '.join(problems)}", file=sys.stderr)
+    if not loaded.runs:
+        print(f"weightwatch fit: no runs found under {args.path!r}", file=sys.stderr)
+        return 2
+    try:
+        result = fit_reference(loaded.runs, metric=args.metric, threshold=args.threshold, top=args.top,
+                               cv=args.cv, random_state=args.seed, baseline=not args.no_baseline,
+                               progress=None if args.json else lambda line: print(f"  {line}", file=sys.stderr))
+    except ValueError as exc:
+        print(f"weightwatch fit: {exc}", file=sys.stderr)
+        return 2
+    path = result.reference.save(Path(args.output))
+    if args.json:
+        print(json.dumps({**result.to_json(), "reference": str(path)}, indent=1))
+    else:
+        print(format_fit(result, str(path), args.cv))
+    return 0

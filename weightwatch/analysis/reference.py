@@ -19,6 +19,7 @@ member                content
 Each ``steps`` entry describes the models fitted on the runs' features at
 that logged step: ``step``, ``runs``, ``cv`` (cross-validated quality),
 ``fill`` (array key: (F,) value used for a missing feature),
+``coverage`` ((F,) fraction of the training runs that had each feature),
 ``typical_optimal`` / ``typical_suboptimal`` ((F,) medians, to explain a
 prediction), ``classifier`` (gives P(optimal)) and ``regressor`` (gives the
 predicted final metric). A model is one of:
@@ -68,6 +69,8 @@ ARRAY_PREFIX = "arrays/"
 MAX_MEMBER_BYTES = 512 << 20
 #: How many features explain a prediction.
 DRIVERS = 3
+#: The (F,) vectors stored per step.
+VECTORS = ("fill", "coverage", "typical_optimal", "typical_suboptimal")
 
 
 class ReferenceError(ValueError):
@@ -221,6 +224,7 @@ class StepModels:
     classifier: Model
     regressor: Model
     fill: np.ndarray
+    coverage: np.ndarray
     typical_optimal: np.ndarray
     typical_suboptimal: np.ndarray
     cv: dict[str, Any] = field(default_factory=dict)
@@ -269,9 +273,17 @@ class Reference:
         xf = m.filled(x)
         _, contrib = m.classifier.raw(xf, contributions=True)
         c = contrib[0]
-        order = [j for j in np.argsort(-np.abs(c), kind="stable")[:k] if c[j] != 0]
+        chosen: list[int] = []
+        for j in np.argsort(-np.abs(c), kind="stable"):
+            if len(chosen) == k or c[j] == 0:
+                break
+            base = FEATURE_NAMES[j].split(":")[0]
+            # at the second record the change since the start is the change since the previous one
+            if any(FEATURE_NAMES[i].split(":")[0] == base and xf[0, i] == xf[0, j] for i in chosen):
+                continue
+            chosen.append(int(j))
         return [Driver(FEATURE_NAMES[j], float(x[j]), float(c[j]), float(m.typical_optimal[j]),
-                       float(m.typical_suboptimal[j])) for j in order]
+                       float(m.typical_suboptimal[j])) for j in chosen]
 
     def classify(self, run: Run, step: int | None = None, *, table: FeatureTable | None = None) -> Prediction:
         """Judge ``run`` at its latest logged step (or the latest <= ``step``)."""
@@ -280,11 +292,11 @@ class Reference:
         m = self.model_for(at)
         p, pred = self.predict(x[None, :], at)
         notes = []
-        used = np.isfinite(m.typical_optimal) | np.isfinite(m.typical_suboptimal)
-        missing = int(np.sum(used & ~np.isfinite(x)))
-        if missing > 0.25 * max(int(used.sum()), 1):
-            notes.append(f"{missing} of the {int(used.sum())} features the reference uses are missing from this "
-                         "run: is it of the same architecture family as the reference's runs?")
+        everywhere = m.coverage >= 1.0  # features every training run had
+        missing = int(np.sum(everywhere & ~np.isfinite(x)))
+        if missing > 0.1 * max(int(everywhere.sum()), 1):
+            notes.append(f"{missing} of the {int(everywhere.sum())} features all the reference's runs had are "
+                         "missing from this run: is it of the same architecture family?")
         if at < m.step:
             notes.append(f"step {at} is earlier than the reference's first model (step {m.step})")
         p0 = float(p[0])
@@ -301,7 +313,7 @@ class Reference:
         for s in self.steps:
             prefix = f"step{s.step}"
             entry = {"step": s.step, "runs": s.runs, "cv": s.cv}
-            for name in ("fill", "typical_optimal", "typical_suboptimal"):
+            for name in VECTORS:
                 key = f"{prefix}/{name}"
                 arrays[key] = np.asarray(getattr(s, name), dtype=np.float64)
                 entry[name] = key
@@ -364,7 +376,7 @@ class Reference:
                 for entry in doc["steps"]:
                     where = f"{path}: step {entry['step']}"
                     vectors = {}
-                    for name in ("fill", "typical_optimal", "typical_suboptimal"):
+                    for name in VECTORS:
                         vectors[name] = array(entry[name]).astype(np.float64)
                         if vectors[name].shape != (n_features,):
                             raise ReferenceError(f"{where}: {name} has shape {vectors[name].shape}")
@@ -443,3 +455,67 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+# -- the command ---------------------------------------------------------------------------------------
+
+def add_classify_arguments(parser: Any) -> None:
+    """The arguments of ``weightwatch classify`` (an argparse parser)."""
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or directories holding runs)")
+    parser.add_argument("--reference", "-r", required=True, help="the reference file written by `weightwatch fit`")
+    parser.add_argument("--step", type=int, help="judge each run at its latest logged step <= STEP")
+    parser.add_argument("--json", action="store_true", help="print the predictions as JSON")
+
+
+def format_predictions(predictions: Sequence[Prediction]) -> str:
+    """What ``weightwatch classify`` prints: one block per run."""
+    def g(v: float) -> str:
+        return f"{v:.4g}" if math.isfinite(v) else "missing"
+
+    lines = []
+    for p in predictions:
+        lines.append(f"{p.run}: {p.group.upper()}  P(optimal) {p.p_optimal:.3f}  predicted {p.metric} "
+                     f"{p.predicted:.4f}  (step {p.step}, model of step {p.model_step})")
+        for d in p.drivers:
+            sign = "+" if d.contribution > 0 else "-"
+            lines.append(f"    {sign} {d.feature} = {g(d.value)}  (optimal runs ~{g(d.typical_optimal)}, "
+                         f"suboptimal ~{g(d.typical_suboptimal)})")
+        lines += [f"    note: {n}" for n in p.notes]
+    return "\n".join(lines)
+
+
+def classify_command(args: Any) -> int:
+    """``weightwatch classify RUN... --reference reference.ww``: returns the exit code."""
+    import sys
+
+    from .load import load_runs
+
+    try:
+        ref = Reference.load(args.reference)
+    except (ReferenceError, FileNotFoundError) as exc:
+        print(f"weightwatch classify: {exc}", file=sys.stderr)
+        return 2
+    predictions, failed = [], 0
+    for path in args.runs:
+        try:
+            loaded = load_runs(path, progress=False)
+        except FileNotFoundError as exc:
+            print(f"weightwatch classify: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if not loaded.runs:
+            print(f"weightwatch classify: no run found in {path!r}", file=sys.stderr)
+            failed += 1
+        for run in loaded.runs:
+            # name runs as the user wrote them: the path itself, or path/run below it
+            run.name = str(path) if Path(run.path).resolve() == Path(path).resolve() else str(Path(path) / run.name)
+            try:
+                predictions.append(ref.classify(run, args.step))
+            except ValueError as exc:
+                print(f"weightwatch classify: {run.name}: {exc}", file=sys.stderr)
+                failed += 1
+    if args.json:
+        print(json.dumps(json_safe([p.to_json() for p in predictions]), indent=1))
+    elif predictions:
+        print(format_predictions(predictions))
+    return 0 if predictions and not failed else (1 if predictions else 2)
