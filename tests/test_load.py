@@ -266,7 +266,7 @@ def test_find_runs_skips_hidden_dirs_and_compare_output(tmp_path):
     assert find_runs(tmp_path) == [tmp_path / "a"]
 
 
-@pytest.mark.parametrize("module", ["records", "wire", "columns", "cache", "load"])
+@pytest.mark.parametrize("module", ["records", "wire", "columns", "cache", "load", "run"])
 def test_doctests(module):
     import doctest
     import importlib
@@ -294,3 +294,30 @@ def test_garbage_records_with_valid_checksums_never_crash(tmp_path):
     assert len(result.runs) == 30  # the first record of each is fine
     for run in result.runs:
         assert 3 in run.scalars["acc"].steps.tolist() or run.problems
+
+
+def test_many_tiny_scalars_in_one_record(tmp_path):
+    """More values than the decoder's first guess of room: it counts, then decodes."""
+    values = [summary_pb2.Summary.Value(tag=chr(97 + i % 26), simple_value=float(i)) for i in range(3000)]
+    writer = EventFileWriter(tmp_path / "run")
+    writer.write(event_pb2.Event(step=5, summary=summary_pb2.Summary(value=values)))
+    writer.close()
+    (run,) = load_runs(tmp_path, progress=False, cache=False).runs
+    assert len(run.scalars) == 26 and run.scalars["a"].steps.tolist() == [5]
+    assert run.scalars["a"].values.tolist() == [2990.0]  # the last write of a (tag, step) wins
+
+
+def test_run_maps_behave_like_dicts_and_pickle(population):
+    import pickle
+
+    root, _ = population
+    run = load_runs(root, progress=False, cache=False).runs[0]
+    copy = pickle.loads(pickle.dumps(run))
+    assert list(copy.scalars) == list(run.scalars) and len(copy.histograms) == len(run.histograms)
+    np.testing.assert_array_equal(copy.scalars["loss"].values, run.scalars["loss"].values)
+    run.scalars["extra"] = run.scalars["loss"]
+    del run.scalars["loss"]
+    assert "loss" not in run.scalars and "extra" in run.scalars and list(run.scalars)[-1] == "extra"
+    with pytest.raises(KeyError):
+        run.scalars["loss"]
+    assert dict(run.histograms).keys() == run.histograms.keys()

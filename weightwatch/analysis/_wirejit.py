@@ -186,7 +186,8 @@ def walk(buf, starts, lengths, want_scalars, want_histos, store,  # pragma: no c
          flags):
     """Decode every record; with ``store`` False only count.
 
-    Returns (scalars, histograms). ``flags[r]``: 0 decoded, 1 needs the
+    Returns (scalars, histograms, full): with ``store``, ``full`` is True when
+    the arrays were too small (decoding stopped; count first, then store). ``flags[r]``: 0 decoded, 1 needs the
     fallback, 2 malformed (a record's rows are kept only when it is 0).
     ``s_tag`` / ``h_tag``: (n, 2) tag start, length; ``h_lims`` / ``h_bkts``:
     (n, 2) start, count of the packed doubles.
@@ -216,6 +217,8 @@ def walk(buf, starts, lengths, want_scalars, want_histos, store,  # pragma: no c
             if kind == 3:
                 status = 1
             elif kind == 1 and want_scalars:
+                if store and ns >= s_rec.shape[0]:
+                    return ns, nh, True
                 if store:
                     s_rec[ns] = r
                     s_step[ns] = step
@@ -228,6 +231,8 @@ def walk(buf, starts, lengths, want_scalars, want_histos, store,  # pragma: no c
                 lo, hi, ls, ln, bs, bn, status = histo(buf, hs, he)
                 if status != 0:
                     break
+                if store and nh >= h_rec.shape[0]:
+                    return ns, nh, True
                 if store:
                     h_rec[nh] = r
                     h_step[nh] = step
@@ -246,7 +251,7 @@ def walk(buf, starts, lengths, want_scalars, want_histos, store,  # pragma: no c
             nh = nh0
         if store:
             flags[r] = status
-    return ns, nh
+    return ns, nh, False
 
 
 @njit(cache=True, nogil=True)
@@ -257,3 +262,25 @@ def gather(buf, starts, counts, out):  # pragma: no cover - compiled
         for j in range(counts[i]):
             out[k] = src[j]
             k += 1
+
+
+@njit(cache=True, nogil=True)
+def frames(buf, heads, lengths):  # pragma: no cover - compiled
+    """Walk TFRecord framing trusting each length: fills ``heads`` (record start) and
+    ``lengths`` (data length); returns (records, offset where the walk stopped).
+
+    Stops at the first record that does not fit in ``buf`` (or when the arrays
+    are full): the caller checks the CRCs and what is left.
+    """
+    n = buf.shape[0]
+    pos = np.int64(0)
+    r = 0
+    while pos + 12 <= n and r < heads.shape[0]:
+        length = np.int64(buf[pos:pos + 8].view(np.uint64)[0])
+        if length < 0 or length > n - pos - 16:
+            break
+        heads[r] = pos
+        lengths[r] = length
+        r += 1
+        pos += 16 + length
+    return r, pos

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .run import HistogramSeries, Series
+from .run import HistogramSeries, LazyHistograms, LazySeries
 
 #: How many histograms to keep per tag: every step, only the latest, or none.
 HISTOGRAM_MODES = ("none", "last", "all")
@@ -106,7 +106,18 @@ def concat(parts: Sequence[Columns]) -> Columns:
 
 
 def _latest_per_key(tag: np.ndarray, step: np.ndarray) -> np.ndarray:
-    """Row order sorted by (tag, step), keeping the last-written row of each (tag, step)."""
+    """Row order sorted by (tag, step), keeping the last-written row of each (tag, step).
+
+    >>> _latest_per_key(np.array([1, 0, 1, 0, 1]), np.array([0, 0, 1, 1, 1])).tolist()
+    [1, 3, 0, 4]
+    """
+    # Usually each tag's rows come in increasing steps: a stable sort by tag alone
+    # (radix for small tag ids) is then the answer.
+    order = np.argsort(tag.astype(np.uint16) if tag.size and tag.max() < 1 << 16 else tag, kind="stable")
+    t, s = tag[order], step[order]
+    same = t[1:] == t[:-1]
+    if (s[1:][same] > s[:-1][same]).all():
+        return order
     order = np.lexsort((np.arange(tag.size), step, tag))
     t, s = tag[order], step[order]
     last = np.ones(order.size, dtype=bool)
@@ -159,40 +170,51 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) + shift
 
 
-def to_series(cols: Columns) -> tuple[dict[str, Series], dict[str, HistogramSeries]]:
-    """Build the run's Series and HistogramSeries: steps increasing, last write wins.
+def _tag_bounds(tag: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """For rows sorted by tag: (the tag of each group, group bounds (groups + 1,))."""
+    if n_rows == 0:
+        return tag[:0], np.zeros(1, np.int64)
+    cuts = np.flatnonzero(tag[1:] != tag[:-1]) + 1
+    bounds = np.concatenate([[0], cuts, [n_rows]]).astype(np.int64)
+    return tag[bounds[:-1]], bounds
 
-    A tag whose histograms have different bin counts (other writers drop empty
-    buckets) is padded on the right with empty zero-width bins at its maximum,
-    which changes no count and no edge.
+
+def to_series(cols: Columns) -> tuple[LazySeries, LazyHistograms]:
+    """The run's scalars and histograms as tag -> Series / HistogramSeries maps.
+
+    Steps increase within a tag; when a step was written twice the last write
+    wins. The maps build each series on first access from shared sorted arrays.
     """
-    scalars: dict[str, Series] = {}
-    if cols.s_tag.size:
-        rows = _latest_per_key(cols.s_tag, cols.s_step)
-        tag, step, value = cols.s_tag[rows], cols.s_step[rows], cols.s_value[rows]
-        cuts = np.flatnonzero(tag[1:] != tag[:-1]) + 1
-        bounds = np.concatenate([[0], cuts, [tag.size]])
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            scalars[cols.tags[tag[a]]] = Series(step[a:b], value[a:b])
-    histograms: dict[str, HistogramSeries] = {}
-    if cols.h_tag.size:
-        rows = _latest_per_key(cols.h_tag, cols.h_step)
-        edges_at, counts_at = _histogram_offsets(cols.h_bins)
-        tag = cols.h_tag[rows]
-        cuts = np.flatnonzero(tag[1:] != tag[:-1]) + 1
-        for group in np.split(rows, cuts):
-            bins = cols.h_bins[group]
-            k = int(bins.max())
-            if (bins == k).all():
-                edges = cols.h_edges[edges_at[group][:, None] + np.arange(k + 1)]
-                counts = cols.h_counts[counts_at[group][:, None] + np.arange(k)]
-            else:
-                edges = np.empty((group.size, k + 1))
-                counts = np.zeros((group.size, k))
-                for i, (r, n) in enumerate(zip(group, bins)):
-                    e = cols.h_edges[edges_at[r]:edges_at[r] + n + 1]
-                    edges[i, :n + 1] = e
-                    edges[i, n + 1:] = e[-1]
-                    counts[i, :n] = cols.h_counts[counts_at[r]:counts_at[r] + n]
-            histograms[cols.tags[cols.h_tag[group[0]]]] = HistogramSeries(cols.h_step[group], edges, counts)
+    rows = _latest_per_key(cols.s_tag, cols.s_step)
+    tags, bounds = _tag_bounds(cols.s_tag[rows], rows.size)
+    scalars = LazySeries([cols.tags[t] for t in tags.tolist()], bounds, steps=cols.s_step[rows],
+                         values=cols.s_value[rows])
+    rows = _latest_per_key(cols.h_tag, cols.h_step)
+    tags, bounds = _tag_bounds(cols.h_tag[rows], rows.size)
+    edges_at, counts_at = _histogram_offsets(cols.h_bins)
+    histograms = LazyHistograms([cols.tags[t] for t in tags.tolist()], bounds, steps=cols.h_step[rows],
+                                bins=cols.h_bins[rows], edges_at=edges_at[rows], counts_at=counts_at[rows],
+                                edges=cols.h_edges, counts=cols.h_counts)
     return scalars, histograms
+
+
+def stack_histograms(steps: np.ndarray, bins: np.ndarray, edges_at: np.ndarray, counts_at: np.ndarray,
+                     edges: np.ndarray, counts: np.ndarray) -> HistogramSeries:
+    """One tag's histograms as a HistogramSeries: rows at offsets ``edges_at`` /
+    ``counts_at`` of the flat ``edges`` / ``counts``, ``bins`` bins each.
+
+    Histograms with fewer bins than the tag's most (other writers drop empty
+    buckets) are padded on the right with empty zero-width bins at their
+    maximum, which changes no count and no edge.
+    """
+    k = int(bins.max()) if bins.size else 0
+    if (bins == k).all():
+        return HistogramSeries(steps, edges[edges_at[:, None] + np.arange(k + 1)],
+                               counts[counts_at[:, None] + np.arange(k)])
+    out_edges = np.empty((steps.size, k + 1))
+    out_counts = np.zeros((steps.size, k))
+    for i, (e0, c0, n) in enumerate(zip(edges_at.tolist(), counts_at.tolist(), bins.tolist())):
+        out_edges[i, :n + 1] = edges[e0:e0 + n + 1]
+        out_edges[i, n + 1:] = edges[e0 + n]
+        out_counts[i, :n] = counts[c0:c0 + n]
+    return HistogramSeries(steps, out_edges, out_counts)

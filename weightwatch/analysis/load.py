@@ -36,7 +36,7 @@ RUN_INFO_FILE = "weightwatch.json"
 #: The metric tags tried, in this order, when none is named.
 METRIC_NAMES = ("val_accuracy", "accuracy", "test_accuracy", "acc")
 #: Bytes read from an event file at a time.
-CHUNK_BYTES = 64 << 20
+CHUNK_BYTES = 16 << 20
 #: Below this many bytes of event files in all, loading stays in this process.
 PARALLEL_MIN_BYTES = 16 << 20
 

@@ -10,7 +10,6 @@ left for the next read. Everything before the problem is kept.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
 import crc32c as _crc32c
@@ -18,7 +17,6 @@ import numpy as np
 
 from weightwatch.events import _MASK_DELTA as MASK_DELTA
 
-_LENGTH = struct.Struct("<Q")
 _HEADER = 12  # uint64 length, uint32 masked CRC of the 8 length bytes
 _FOOTER = 4  # uint32 masked CRC of the data
 
@@ -80,37 +78,25 @@ def frame(buf: bytes, base: int = 0) -> Framing:
     >>> f.starts.tolist(), f.lengths.tolist(), f.end, f.truncated
     ([12], [3], 19, True)
     """
+    from ._wirejit import frames
+
     view = memoryview(buf)
     n = len(view)
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    cap = n // 16 + 1
+    heads_arr, lengths_arr = np.empty(cap, np.int64), np.empty(cap, np.int64)
+    count, pos = frames(arr, heads_arr, lengths_arr)
+    heads, lengths = heads_arr[:count].tolist(), lengths_arr[:count].tolist()
     crc = _crc32c.crc32c
-    unpack = _LENGTH.unpack_from
-    heads: list[int] = []
-    lengths: list[int] = []
-    head_crc: list[int] = []
-    data_crc: list[int] = []
-    pos = 0
-    truncated = False
-    while pos < n:
-        if n - pos < _HEADER:
-            truncated = True
-            break
-        (length,) = unpack(view, pos)
-        data_end = pos + _HEADER + length
-        if data_end + _FOOTER > n:
-            truncated = True
-            break
-        heads.append(pos)
-        lengths.append(length)
-        head_crc.append(crc(view[pos:pos + 8]))
-        data_crc.append(crc(view[pos + _HEADER:data_end]))
-        pos = data_end + _FOOTER
+    head_crc = [crc(view[h:h + 8]) for h in heads]
+    data_crc = [crc(view[h + _HEADER:h + _HEADER + n_]) for h, n_ in zip(heads, lengths)]
+    truncated = pos < n
     probe = truncated and n - pos >= _HEADER
     if probe:  # check the incomplete record's header too: a wrong one is corruption, not a crash
         heads.append(pos)
         lengths.append(0)
         head_crc.append(crc(view[pos:pos + 8]))
         data_crc.append(0)
-    arr = np.frombuffer(buf, dtype=np.uint8)
     at = np.array(heads, dtype=np.int64)
     length_arr = np.array(lengths, dtype=np.int64)
     header_ok = masked(np.array(head_crc, dtype=np.uint64)) == _stored_u32(arr, at + 8)

@@ -80,14 +80,18 @@ def decode(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, *, scalars:
            histograms: bool = True) -> Decoded:
     """Decode the Event records at ``starts`` / ``lengths`` of ``buf`` (a uint8 array).
 
-    Two passes: one counts, one fills arrays of exactly the right size.
+    One pass into arrays sized from the byte count (typical summaries need
+    far less); when they are too small, a counting pass first, then an exact one.
     """
     walk, _ = _compile()
-    empty = _columns(0, 0, 0)
-    ns, nh = walk(buf, starts, lengths, scalars, histograms, False, *empty)
-    cols = _columns(ns, nh, len(starts))
-    walk(buf, starts, lengths, scalars, histograms, True, *cols)
-    return Decoded(*cols)
+    nbytes = int(lengths.sum()) if lengths.size else 0
+    cols = _columns(nbytes // 16 + 64, nbytes // 64 + 64, len(starts))
+    ns, nh, full = walk(buf, starts, lengths, scalars, histograms, True, *cols)
+    if full:
+        ns, nh, _ = walk(buf, starts, lengths, scalars, histograms, False, *_columns(0, 0, 0))
+        cols = _columns(ns, nh, len(starts))
+        walk(buf, starts, lengths, scalars, histograms, True, *cols)
+    return Decoded(*(c[:ns] for c in cols[:5]), *(c[:nh] for c in cols[5:13]), cols[13])
 
 
 def gather_f64(buf: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
