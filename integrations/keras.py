@@ -222,37 +222,47 @@ def _attention_entries(layer: Any, root: str) -> list[tuple[str, str, int, _Sour
             for proj, attr, layout, heads in projections]
 
 
-def _norm_entry(layer: Any, root: str) -> tuple[str, str, int, _Source] | None:
+Entry = tuple[str, str, str, int, _Source]  # (name, kind, role, heads, source)
+
+
+def _norm_entries(layer: Any, root: str) -> list[Entry]:
     for cls, scale, shift in _NORM:
         if isinstance(layer, cls):
             weight = getattr(layer, scale, None)
             if not isinstance(weight, keras.Variable):
-                return None  # scale=False: nothing learnable to watch, as in PyTorch
-            has_shift = shift is not None and isinstance(getattr(layer, shift, None), keras.Variable)
-            return _path(weight, root), "norm", 1, _Source(layer, scale, _same, shift if has_shift else None)
-    return None
+                return []  # scale=False: nothing learnable to watch, as in PyTorch
+            if shift is None or not isinstance(getattr(layer, shift, None), keras.Variable):
+                shift = None  # center=False, or a norm without a shift
+            return [(_path(weight, root), "norm", "norm", 1, _Source(layer, scale, _same, shift))]
+    return []
+
+
+def _dense_layout(inputs: int, after_conv: int | None) -> Layout:
+    """A plain transpose, or the channel-major reorder when the Dense reads a channels-last
+    conv's flattened output (its inputs a multiple of the conv's channels)."""
+    if after_conv and inputs > after_conv and inputs % after_conv == 0:
+        return _after_channels_last(after_conv)
+    return _dense
 
 
 def _entries(layer: Any, ancestors: tuple[Any, ...], blocks: set[int], after_conv: int | None,
-             root: str) -> list[tuple[str, str, str, int, _Source]]:
-    """(name, kind, role, heads, source) for one layer; [] when weightwatch does not watch it.
+             root: str) -> list[Entry]:
+    """The watched layers one Keras layer gives; [] when weightwatch does not watch it.
 
     ``root`` is the model's name, left out of the layer names."""
     if isinstance(layer, _L.MultiHeadAttention):
         return [(n, kind, "attn", h, s) for n, kind, h, s in _attention_entries(layer, root)]
     if isinstance(layer, _L.Dense):
-        name = _path(_variable(layer, "kernel"), root)
-        inputs = _variable(layer, "kernel").shape[0]
-        layout = _after_channels_last(after_conv) if after_conv and inputs > after_conv and \
-            inputs % after_conv == 0 else _dense
-        return [(name, "linear", _dense_role(name, ancestors, blocks), 1, _Source(layer, "kernel", layout))]
+        kernel = _variable(layer, "kernel")
+        name = _path(kernel, root)
+        return [(name, "linear", _dense_role(name, ancestors, blocks), 1,
+                 _Source(layer, "kernel", _dense_layout(kernel.shape[0], after_conv)))]
     if isinstance(layer, _CONV):
         return [(_path(_variable(layer, "kernel"), root), "conv", "conv", 1, _Source(layer, "kernel", _conv))]
     if isinstance(layer, _L.Embedding):
         return [(_path(_variable(layer, "embeddings"), root), "embed", "embed", 1,
                  _Source(layer, "embeddings", _same, None))]
-    entry = _norm_entry(layer, root)
-    return [(entry[0], entry[1], "norm", entry[2], entry[3])] if entry else []
+    return _norm_entries(layer, root)
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
