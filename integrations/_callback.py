@@ -86,11 +86,17 @@ class Run:
     """
 
     def __init__(self, log_dir: str | Path, found: Sequence[tuple[LayerInfo, Source]], *,
-                 hparams: Mapping[str, Any] | None, bins: int, framework: str) -> None:
+                 hparams: Mapping[str, Any] | None, bins: int, framework: str, reference: Any = None,
+                 stop: Any = None) -> None:
         self.layers = [info for info, _ in found]
         self._sources = [source for _, source in found]
         self.recorder = Recorder(log_dir, self.layers, hparams=hparams, bins=bins, framework=framework)
         self.log_dir = self.recorder.log_dir
+        self.scorer = None
+        if reference is not None:  # the live verdict, see weightwatch.analysis.live
+            from weightwatch.analysis.live import LiveScorer
+
+            self.scorer = LiveScorer.for_recorder(reference, self.recorder, stop)
         #: the step of the latest weight record, so one step is never recorded twice
         self.weights_step: int | None = None
 
@@ -102,9 +108,16 @@ class Run:
         weights = weights and self.weights_step != step
         if not weights and not metrics:
             return
-        self.recorder.log(step, self.tensors() if weights else None, metrics)
+        snapshot = self.recorder.log(step, self.tensors() if weights else None, metrics)
         if weights:
             self.weights_step = step
+        if self.scorer is not None:
+            self.scorer.log(self.recorder, snapshot)
+
+    @property
+    def should_stop(self) -> bool:
+        """Whether the reference's stop rule says to stop training now."""
+        return self.scorer is not None and self.scorer.should_stop
 
     def close(self, success: bool = True) -> None:
         self.recorder.close(success)
@@ -121,9 +134,16 @@ class WatchingCallback:
 
     def _store_options(self, log_dir: str | Path | None, hparams: Mapping[str, Any] | None,
                        schedule: Schedule | int | None, include: Sequence[str] | None,
-                       exclude: Sequence[str] | None, roles: Mapping[str, str] | None, bins: int) -> None:
+                       exclude: Sequence[str] | None, roles: Mapping[str, str] | None, bins: int,
+                       reference: Any = None, stop: Any = None) -> None:
         if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
             raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+        if reference is not None:  # read (and checked) once, not at every run
+            from weightwatch.analysis.live import stop_rule
+            from weightwatch.analysis.reference import load_reference
+
+            reference, stop = load_reference(reference), stop_rule(stop)
+        self.reference, self.stop = reference, stop
         self.log_dir = log_dir
         self.hparams = dict(hparams) if hparams is not None else None
         self.schedule = as_schedule(schedule)
@@ -134,6 +154,11 @@ class WatchingCallback:
     def layers(self) -> list[LayerInfo]:
         """The watched layers; empty until training began (and on processes that do not write)."""
         return self.run.layers if self.run is not None else []
+
+    @property
+    def should_stop(self) -> bool:
+        """Whether the reference's stop rule says to stop training now (False without ``stop=``)."""
+        return self.run is not None and self.run.should_stop
 
     def _needs_run(self) -> bool:
         """True when no run is open: none yet, or the last one was closed at the end of training."""

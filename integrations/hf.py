@@ -84,13 +84,18 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
         every_n_steps: also record the weights every N optimizer steps (set it
             to ``args.logging_steps`` to match the Trainer's logging).
         include / exclude / roles / bins: as for ``WeightWatch``.
+        reference / stop: a reference fitted by ``weightwatch fit``: each weight
+            record also logs ``weightwatch/p_optimal`` and ``weightwatch/predicted_accuracy``;
+            with ``stop`` (a P(optimal) threshold, True, or a ``StopRule``) ``control.should_training_stop``
+            is set when the rule says so (see :mod:`weightwatch.analysis.live`).
     """
 
     def __init__(self, log_dir: str | Path | None = None, *, hparams: Mapping[str, Any] | None = None,
                  schedule: Schedule | int | None = None, every_n_steps: int | None = None,
                  include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                 roles: Mapping[str, str] | None = None, bins: int = 64) -> None:
-        self._store_options(log_dir, hparams, schedule, include, exclude, roles, bins)
+                 roles: Mapping[str, str] | None = None, bins: int = 64, reference: Any = None,
+                 stop: Any = None) -> None:
+        self._store_options(log_dir, hparams, schedule, include, exclude, roles, bins, reference, stop)
         self.every_n_steps = check_every(every_n_steps, "every_n_steps")
         self._history_seen = 0  # entries of state.log_history already written
         self._written: dict[str, int] = {}  # metric -> the last step it was written at
@@ -104,17 +109,20 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
         hparams = self.hparams
         if hparams is None:
             hparams = {k: getattr(args, k) for k in HPARAM_ARGS if getattr(args, k, None) is not None}
-        self.run = Run(run_dir(args, self.log_dir), found, hparams=hparams, bins=self.bins, framework="hf")
+        self.run = Run(run_dir(args, self.log_dir), found, hparams=hparams, bins=self.bins, framework="hf",
+                       reference=self.reference, stop=self.stop)
         self._history_seen = len(state.log_history)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is not None and self.every_n_steps and state.global_step % self.every_n_steps == 0:
             self._log_weights(state.global_step)
+            control.should_training_stop |= self.should_stop
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         epoch = max(round(state.epoch or 0) - 1, 0)  # state.epoch counts finished epochs here
         if self.run is not None and self.schedule(epoch):
             self._log_weights(state.global_step)
+            control.should_training_stop |= self.should_stop
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         self._log_history(state)

@@ -349,6 +349,10 @@ class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
         include / exclude: glob patterns on layer names.
         roles: ``{"glob": role}`` overrides of the automatic roles.
         bins: histogram bins per layer.
+        reference / stop: a reference fitted by ``weightwatch fit``: each weight
+            record also logs ``weightwatch/p_optimal`` and ``weightwatch/predicted_accuracy``;
+            with ``stop`` (a P(optimal) threshold, True, or a ``StopRule``) ``model.stop_training``
+            is set when the rule says so (see :mod:`weightwatch.analysis.live`).
 
     The run is closed when ``fit`` ends; a later ``fit`` with the same callback
     opens a new event file in the same directory.
@@ -357,16 +361,18 @@ class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
     def __init__(self, log_dir: str | Path = "runs/weightwatch", *, hparams: Mapping[str, Any] | None = None,
                  schedule: Schedule | int | None = None, every_n_batches: int | None = None,
                  include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                 roles: Mapping[str, str] | None = None, bins: int = 64) -> None:
+                 roles: Mapping[str, str] | None = None, bins: int = 64, reference: Any = None,
+                 stop: Any = None) -> None:
         super().__init__()
-        self._store_options(log_dir, hparams, schedule, include, exclude, roles, bins)
+        self._store_options(log_dir, hparams, schedule, include, exclude, roles, bins, reference, stop)
         self.every_n_batches = check_every(every_n_batches, "every_n_batches")
         self._batches = 0  # training batches seen, across epochs and fits
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         if self._needs_run():
             found = discover_layers(self.model, self.include, self.exclude, self.roles)
-            self.run = Run(self.log_dir, found, hparams=self.hparams, bins=self.bins, framework="keras")
+            self.run = Run(self.log_dir, found, hparams=self.hparams, bins=self.bins, framework="keras",
+                           reference=self.reference, stop=self.stop)
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._batches += 1
@@ -380,6 +386,8 @@ class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
             step = self._batches
             metrics["epoch"] = float(epoch)
         self._require_run().log(step, metrics, weights=bool(self.schedule(epoch)))
+        if self.run.should_stop:
+            self.model.stop_training = True
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         if self.run is not None:

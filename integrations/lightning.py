@@ -69,14 +69,19 @@ class WeightWatchCallback(WatchingCallback, pl.Callback):
         every_n_steps: also record the weights after every N optimizer steps,
             at the same steps as ``Trainer(log_every_n_steps=N)`` logs.
         include / exclude / roles / bins: as for ``WeightWatch``.
+        reference / stop: a reference fitted by ``weightwatch fit``: each weight
+            record also logs ``weightwatch/p_optimal`` and ``weightwatch/predicted_accuracy``;
+            with ``stop`` (a P(optimal) threshold, True, or a ``StopRule``) ``trainer.should_stop``
+            is set (decided on rank 0, for every rank) when the rule says so (see :mod:`weightwatch.analysis.live`).
     """
 
     def __init__(self, log_dir: str | Path | None = None, *, hparams: Mapping[str, Any] | None = None,
                  schedule: Schedule | int | None = None, every_n_steps: int | None = None,
                  include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                 roles: Mapping[str, str] | None = None, bins: int = 64) -> None:
+                 roles: Mapping[str, str] | None = None, bins: int = 64, reference: Any = None,
+                 stop: Any = None) -> None:
         super().__init__()
-        self._store_options(log_dir, hparams, schedule, include, exclude, roles, bins)
+        self._store_options(log_dir, hparams, schedule, include, exclude, roles, bins, reference, stop)
         self.every_n_steps = check_every(every_n_steps, "every_n_steps")
         self._last_global_step = -1
 
@@ -86,7 +91,7 @@ class WeightWatchCallback(WatchingCallback, pl.Callback):
         found = discover_layers(pl_module, self.include, self.exclude, self.roles)
         hparams = self.hparams if self.hparams is not None else dict(getattr(pl_module, "hparams", {}) or {})
         self.run = Run(run_dir(trainer, self.log_dir), found, hparams=hparams, bins=self.bins,
-                       framework="lightning")
+                       framework="lightning", reference=self.reference, stop=self.stop)
 
     def _writing(self, trainer: Any) -> bool:
         return self.run is not None and trainer.is_global_zero and not trainer.sanity_checking
@@ -101,12 +106,15 @@ class WeightWatchCallback(WatchingCallback, pl.Callback):
                 self.run.log(logger_step(trainer))
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if not self._writing(trainer):
-            return
-        metrics = scalar_metrics(trainer.callback_metrics)
-        metrics["epoch"] = float(trainer.current_epoch)
-        with torch.no_grad():
-            self.run.log(logger_step(trainer), metrics, weights=bool(self.schedule(trainer.current_epoch)))
+        if self._writing(trainer):
+            metrics = scalar_metrics(trainer.callback_metrics)
+            metrics["epoch"] = float(trainer.current_epoch)
+            with torch.no_grad():
+                self.run.log(logger_step(trainer), metrics, weights=bool(self.schedule(trainer.current_epoch)))
+        if self.stop is not None and not trainer.sanity_checking:
+            # every rank takes part; only rank 0 has a verdict
+            if trainer.strategy.reduce_boolean_decision(self.should_stop, all=False):
+                trainer.should_stop = True
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit" and self.run is not None:

@@ -45,3 +45,35 @@ def shared(tmp_path_factory) -> Shared:
     ref = result.reference.save(base / "reference.ww")
     _cache["shared"] = Shared(train, held, truth, ref, result)
     return _cache["shared"]
+
+
+#: Optimizer steps per epoch of the population's training (1347 images, batches of 64).
+STEPS_PER_EPOCH = 22
+
+
+def per_step_reference(tmp_path_factory) -> Path:
+    """The same population's reference with steps counted in optimizer steps, as Lightning's and
+    Hugging Face's callbacks log them: the record after epoch e (0-based) sits at step 22 (e + 1) - 1."""
+    if "per_step" in _cache:
+        return _cache["per_step"]
+    import numpy as np
+
+    from weightwatch.analysis.load import load_runs
+    from weightwatch.analysis.model import fit_reference
+    from weightwatch.analysis.run import HistogramSeries, Series
+
+    base = shared(tmp_path_factory)
+    runs = load_runs(base.train, progress=False, cache=False).runs
+
+    def moved(steps: np.ndarray) -> np.ndarray:
+        return STEPS_PER_EPOCH * (np.asarray(steps) + 1) - 1
+
+    for run in runs:
+        for tag, series in list(run.scalars.items()):
+            run.scalars[tag] = Series(moved(series.steps), series.values)
+        for tag, hist in list(run.histograms.items()):
+            run.histograms[tag] = HistogramSeries(moved(hist.steps), hist.edges, hist.counts)
+    path = tmp_path_factory.mktemp("per_step") / "reference.ww"
+    fit_reference(runs, cv=3, baseline=False).reference.save(path)
+    _cache["per_step"] = path
+    return path

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import populations
-from reference_population import EPOCHS, shared
+from reference_population import EPOCHS, per_step_reference, shared
 from weightwatch.analysis.live import StopRule, stop_rule
 from weightwatch.integrations.torch import WeightWatch
 
@@ -132,3 +132,121 @@ def test_ray_tune_stops_the_hopeless_trials(pop, tmp_path):
         ray.shutdown()
     epochs = {r.config["init"]: len(r.metrics_dataframe) for r in results}
     assert epochs == {"zeros": 2, 0.1: EPOCHS}
+
+
+# -- the callbacks' stop option: a dead network (all-zero weights) stops, a well-initialised one trains on --
+
+def digits_arrays():
+    xtr, ytr, xva, yva = populations._digits()
+    return xtr.numpy(), ytr.numpy(), xva.numpy(), yva.numpy()
+
+
+def test_keras_stop_option(pop, tmp_path):
+    keras = pytest.importorskip("keras")
+    from weightwatch.integrations.keras import WeightWatchCallback
+
+    xtr, ytr, xva, yva = digits_arrays()
+    epochs = {}
+    for init in ("zeros", 0.1):
+        keras.utils.set_random_seed(0)
+        kernel = "zeros" if init == "zeros" else keras.initializers.RandomNormal(0.0, init)
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, "relu", kernel_initializer=kernel),
+                                  keras.layers.Dense(16, "relu", kernel_initializer=kernel),
+                                  keras.layers.Dense(10, kernel_initializer=kernel)])
+        model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        cb = WeightWatchCallback(tmp_path / f"keras-{init}", reference=pop.reference, stop=StopRule(0.5, 1))
+        history = model.fit(xtr, ytr, validation_data=(xva, yva), epochs=EPOCHS, batch_size=64, verbose=0,
+                            callbacks=[cb])
+        epochs[init] = len(history.history["loss"])
+        assert cb.run.scorer.history[-1].step == epochs[init] - 1
+    assert epochs == {"zeros": 2, 0.1: EPOCHS}
+
+
+class DigitsModule:
+    """A LightningModule around the digits MLP (built lazily: lightning is imported by the test)."""
+
+    @staticmethod
+    def make(init):
+        import lightning.pytorch as pl
+
+        class Module(pl.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.net = populations.make_model("mlp", init)
+
+            def training_step(self, batch, _):
+                x, y = batch
+                return torch.nn.functional.cross_entropy(self.net(x), y)
+
+            def validation_step(self, batch, _):
+                x, y = batch
+                self.log("val_accuracy", (self.net(x).argmax(1) == y).float().mean())
+
+            def configure_optimizers(self):
+                return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+        return Module()
+
+
+@pytest.fixture(scope="module")
+def per_step(tmp_path_factory):
+    return per_step_reference(tmp_path_factory)
+
+
+def test_lightning_stop_option(per_step, tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from weightwatch.integrations.lightning import WeightWatchCallback
+
+    xtr, ytr, xva, yva = populations._digits()
+    epochs = {}
+    for init in ("zeros", 0.1):
+        torch.manual_seed(0)
+        cb = WeightWatchCallback(tmp_path / f"pl-{init}", reference=per_step, stop=StopRule(0.5, 1))
+        trainer = pl.Trainer(accelerator="cpu", max_epochs=EPOCHS, callbacks=[cb], logger=False,
+                             enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                             num_sanity_val_steps=0)
+        trainer.fit(DigitsModule.make(init), DataLoader(TensorDataset(xtr, ytr), batch_size=64, shuffle=True),
+                    DataLoader(TensorDataset(xva, yva), batch_size=256))
+        epochs[init] = trainer.current_epoch
+        assert [s.model_step for s in cb.run.scorer.history] == [21, 43, 65, 87][:epochs[init]]
+    assert epochs == {"zeros": 1, 0.1: EPOCHS}  # optimizer steps: >= min_step 1 from the first epoch on
+
+
+class TokensMLP(torch.nn.Module):
+    """The digits MLP, speaking the Trainer's dict protocol."""
+
+    def __init__(self, init):
+        super().__init__()
+        self.net = populations.make_model("mlp", init)
+
+    def forward(self, x, labels=None):
+        logits = self.net(x)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = torch.nn.functional.cross_entropy(logits, labels)
+        return out
+
+
+def test_hf_stop_option(per_step, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from weightwatch.integrations.hf import WeightWatchCallback
+
+    transformers.logging.set_verbosity_error()
+    xtr, ytr, _, _ = populations._digits()
+    data = [{"x": x, "labels": y} for x, y in zip(xtr, ytr)]
+    epochs = {}
+    for init in ("zeros", 0.1):
+        torch.manual_seed(0)
+        cb = WeightWatchCallback(tmp_path / f"hf-{init}", reference=per_step, stop=StopRule(0.5, 1))
+        args = transformers.TrainingArguments(output_dir=str(tmp_path / f"out-{init}"), num_train_epochs=EPOCHS,
+                                              per_device_train_batch_size=64, learning_rate=1e-2,
+                                              save_strategy="no", report_to=[], use_cpu=True,
+                                              disable_tqdm=True, logging_strategy="epoch")
+        trainer = transformers.Trainer(model=TokensMLP(init), args=args, train_dataset=data, callbacks=[cb])
+        trainer.train()
+        epochs[init] = round(trainer.state.epoch)
+        assert cb.run.scorer.history[-1].step == trainer.state.global_step
+    assert epochs == {"zeros": 1, 0.1: EPOCHS}
