@@ -95,6 +95,32 @@ class Snapshot:
     sketch: list[np.ndarray | None] = field(default_factory=list)
 
 
+def _invert_cdf(xs: np.ndarray, cdf: np.ndarray, qs: Sequence[float], lo: float, hi: float) -> dict[int, float]:
+    """Percentiles of a piecewise-linear CDF given at points xs (both (m,), cdf
+    increasing from 0 to the total count); q = 0 and 100 give the exact lo / hi."""
+    n = cdf[-1]
+    if n == 0:
+        return {int(q): math.nan for q in qs}
+    out = {}
+    for q in qs:
+        if q <= 0:
+            out[int(q)] = lo
+        elif q >= 100:
+            out[int(q)] = hi
+        else:
+            # the first point where the CDF reaches q% of the mass; side='left' skips empty bins
+            target = q / 100.0 * n
+            i = min(max(int(np.searchsorted(cdf, target, side="left")), 1), len(cdf) - 1)
+            frac = (target - cdf[i - 1]) / (cdf[i] - cdf[i - 1])
+            out[int(q)] = float(np.clip(xs[i - 1] + frac * (xs[i] - xs[i - 1]), lo, hi))
+    return out
+
+
+def _cdf(counts: np.ndarray) -> np.ndarray:
+    """(k,) bin counts -> (k + 1,) cumulative counts at the bin edges."""
+    return np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
+
+
 def histogram_percentiles(edges: np.ndarray, counts: np.ndarray, qs: Sequence[float],
                           lo: float, hi: float) -> dict[int, float]:
     """Percentiles read off a histogram, values spread uniformly within each bin.
@@ -104,24 +130,7 @@ def histogram_percentiles(edges: np.ndarray, counts: np.ndarray, qs: Sequence[fl
         lo / hi: the exact minimum and maximum, returned for q = 0 and 100.
     The error is at most one bin width.
     """
-    n = counts.sum()
-    out: dict[int, float] = {}
-    if n == 0:
-        return {int(q): math.nan for q in qs}
-    cdf = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
-    for q in qs:
-        if q <= 0:
-            out[int(q)] = lo
-        elif q >= 100:
-            out[int(q)] = hi
-        else:
-            # the first point where the CDF reaches q% of the mass; side='left' skips empty bins
-            target = q / 100.0 * n
-            i = int(np.searchsorted(cdf, target, side="left"))
-            i = min(max(i, 1), len(cdf) - 1)
-            frac = (target - cdf[i - 1]) / (cdf[i] - cdf[i - 1])
-            out[int(q)] = float(np.clip(edges[i - 1] + frac * (edges[i] - edges[i - 1]), lo, hi))
-    return out
+    return _invert_cdf(np.asarray(edges, dtype=np.float64), _cdf(counts), qs, lo, hi)
 
 
 def merged_percentiles(hists: Sequence[tuple[np.ndarray, np.ndarray]], qs: Sequence[float],
@@ -136,22 +145,8 @@ def merged_percentiles(hists: Sequence[tuple[np.ndarray, np.ndarray]], qs: Seque
     if not hists:
         return {int(q): math.nan for q in qs}
     xs = np.unique(np.concatenate([e for e, _ in hists]))
-    cdf = np.zeros_like(xs)
-    for edges, counts in hists:
-        cdf += np.interp(xs, edges, np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)]))
-    n = cdf[-1]
-    out = {}
-    for q in qs:
-        if q <= 0:
-            out[int(q)] = lo
-        elif q >= 100:
-            out[int(q)] = hi
-        else:
-            i = int(np.searchsorted(cdf, q / 100.0 * n, side="left"))
-            i = min(max(i, 1), len(cdf) - 1)
-            frac = (q / 100.0 * n - cdf[i - 1]) / (cdf[i] - cdf[i - 1])
-            out[int(q)] = float(np.clip(xs[i - 1] + frac * (xs[i] - xs[i - 1]), lo, hi))
-    return out
+    cdf = sum(np.interp(xs, edges, _cdf(counts)) for edges, counts in hists)
+    return _invert_cdf(xs, cdf, qs, lo, hi)
 
 
 def _moments(count: int, total: float, total_sq: float) -> tuple[float, float]:
