@@ -1,0 +1,5 @@
+"""``python -m weightwatch``: the same as the ``weightwatch`` command."""
+
+from weightwatch.cli import main
+
+raise SystemExit(main())
