@@ -192,8 +192,12 @@ def test_a_tree_that_loops_is_refused(pop, tmp_path):
     (lambda d: d["features"].update(version=99), "fitted on features 'weightwatch-features' version 99"),
     (lambda d: d["features"]["names"].pop(), "Fit the reference again"),
     (lambda d: d.update(format="something-else"), "is not a weightwatch reference"),
+    (lambda d: d["steps"][0]["classifier"].update(link="exec"), "unknown link 'exec'"),
+    (lambda d: d["steps"][0]["regressor"].update(kind="python"), "unknown model kind 'python'"),
+    (lambda d: d["steps"][0].update(runs="many"), "malformed reference"),
+    (lambda d: d["steps"][0].pop("fill"), "malformed reference"),
 ])
-def test_other_versions_and_feature_sets_are_refused_clearly(pop, tmp_path, edit, message):
+def test_other_versions_feature_sets_and_malformed_files_are_refused_clearly(pop, tmp_path, edit, message):
     with pytest.raises(ReferenceError, match=message.replace(".", r"\.")):
         Reference.load(rewrite(pop.reference, tmp_path / "other.ww", json_edit=edit))
 

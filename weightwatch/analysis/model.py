@@ -529,7 +529,7 @@ def format_fit(result: FitResult, output: str | None = None, cv: int | None = No
 
 
 def fit_command(args: Any) -> int:
-    """``weightwatch fit PATH -o reference.ww``: returns the exit code."""
+    """``weightwatch fit PATH -o reference.ww``: returns the exit code (0 written, 1 nothing could be fitted)."""
     import json
     import sys
     from pathlib import Path
@@ -540,19 +540,19 @@ def fit_command(args: Any) -> int:
         loaded = load_runs(args.path, progress=not args.json)
     except FileNotFoundError as exc:
         print(f"weightwatch fit: {exc}", file=sys.stderr)
-        return 2
+        return 1
     for name, problems in loaded.problems.items():
         print(f"weightwatch fit: skipped {name}: {'; '.join(problems)}", file=sys.stderr)
     if not loaded.runs:
         print(f"weightwatch fit: no runs found under {args.path!r}", file=sys.stderr)
-        return 2
+        return 1
     try:
         result = fit_reference(loaded.runs, metric=args.metric, threshold=args.threshold, top=args.top,
                                cv=args.cv, random_state=args.seed, baseline=not args.no_baseline,
                                progress=None if args.json else lambda line: print(f"  {line}", file=sys.stderr))
     except ValueError as exc:
         print(f"weightwatch fit: {exc}", file=sys.stderr)
-        return 2
+        return 1
     path = result.reference.save(Path(args.output))
     if args.json:
         print(json.dumps({**result.to_json(), "reference": str(path)}, indent=1))

@@ -394,7 +394,9 @@ class Reference:
                         models[role] = Model(meta, arrays, depth)
                     steps.append(StepModels(step=int(entry["step"]), runs=int(entry["runs"]), cv=dict(entry["cv"]),
                                             **models, **vectors))
-            except (KeyError, TypeError) as exc:
+            except ReferenceError:
+                raise
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ReferenceError(f"{path}: malformed reference ({type(exc).__name__}: {exc})") from None
         info = {k: v for k, v in doc.items() if k != "steps"}
         return cls(info, steps)
@@ -485,7 +487,8 @@ def format_predictions(predictions: Sequence[Prediction]) -> str:
 
 
 def classify_command(args: Any) -> int:
-    """``weightwatch classify RUN... --reference reference.ww``: returns the exit code."""
+    """``weightwatch classify RUN... --reference reference.ww``: returns the exit code (0 when at least
+    one run was classified; runs that could not be are reported on stderr; 1 when none was)."""
     import sys
 
     from .load import load_runs
@@ -494,7 +497,7 @@ def classify_command(args: Any) -> int:
         ref = Reference.load(args.reference)
     except (ReferenceError, FileNotFoundError) as exc:
         print(f"weightwatch classify: {exc}", file=sys.stderr)
-        return 2
+        return 1
     predictions, failed = [], 0
     for path in args.runs:
         try:
@@ -518,4 +521,4 @@ def classify_command(args: Any) -> int:
         print(json.dumps(json_safe([p.to_json() for p in predictions]), indent=1))
     elif predictions:
         print(format_predictions(predictions))
-    return 0 if predictions and not failed else (1 if predictions else 2)
+    return 0 if predictions else 1
