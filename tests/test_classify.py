@@ -72,7 +72,7 @@ def test_cross_validated_quality_is_out_of_fold(pop):
 
     runs = load_runs(pop.train, progress=False, cache=False).runs
     population = population_features(runs)
-    y, _, _ = make_labels(population.values)
+    y, _, _ = make_labels(population.values, runs=population.runs)
     step = EPOCHS - 1
     idx, x = population.rows(step)
     final = pop.fit.final
@@ -248,15 +248,23 @@ def test_runs_without_the_metric_are_listed_not_used(pop, tmp_path):
     assert population.unlabelled == [blind.name] and len(population.runs) == len(runs) - 1
 
 
-def test_labels():
+def test_labels(pop):
     values = np.array([0.1, 0.12, 0.5, 0.55, 0.9, 0.91, 0.93])
-    y, thr, rule = make_labels(values)
-    assert rule == "high-group" and y.tolist() == [False] * 4 + [True] * 3 and thr == 0.9
     y, thr, rule = make_labels(values, top=0.5)
     assert rule == "top" and y.sum() == 4 and thr == 0.55
+    y, thr, rule = make_labels(values, threshold=0.5)
+    assert rule == "threshold" and y.sum() == 5 and thr == 0.5
     with pytest.raises(ValueError):
         make_labels(values, threshold=0.5, top=0.5)
-    assert math.isclose(make_labels(values, threshold=0.5)[1], 0.5)
+    # by default, compare's high group (per family)
+    from weightwatch.analysis.groups import group_runs
+
+    runs = load_runs(pop.train, progress=False, cache=False).runs
+    population = population_features(runs)
+    y, thr, rule = make_labels(population.values, runs=population.runs)
+    high = {lab.run.name for lab in group_runs(population.runs).labelled if lab.group == "high"}
+    assert rule == "high-group" and {r.name for r, opt in zip(population.runs, y) if opt} == high
+    assert thr == min(v for v, opt in zip(population.values, y) if opt)
 
 
 def test_a_run_of_another_family_gets_a_note(pop):
@@ -268,3 +276,56 @@ def test_a_run_of_another_family_gets_a_note(pop):
     cnn = next(r for r in runs if r.name.startswith("cnn/"))
     assert any("same architecture family" in n for n in ref.classify(cnn).notes)
     assert not ref.classify(mlps[0]).notes
+
+
+# -- the command line ------------------------------------------------------------------------------------
+
+def test_cli_fit_and_classify(pop, tmp_path, capsys):
+    from weightwatch.analysis.model import format_fit
+    from weightwatch.cli import main
+
+    out = tmp_path / "ref.ww"
+    assert main(["fit", str(pop.train), "-o", str(out), "--cv", "3", "--json"]) == 0
+    fitted = json.loads(capsys.readouterr().out)
+    assert fitted["reference"] == str(out) and out.exists()
+    assert [c["step"] for c in fitted["curve"]] == list(range(EPOCHS)) and fitted["runs"] == TRAIN_RUNS
+    assert fitted["curve"] == json.loads(json.dumps(pop.fit.to_json()))["curve"]  # deterministic
+    text = format_fit(pop.fit, "ref.ww")
+    for part in ("held-out quality", "Kendall tau", "earliest step with AUC >= 0.9", "hyperparameters only (",
+                 "wrote ref.ww"):
+        assert part in text
+
+    runs, truth = held_out(pop)
+    one = pop.held_out / runs[0].name
+    assert main(["classify", str(one), "--reference", str(out), "--json"]) == 0
+    [p] = json.loads(capsys.readouterr().out)
+    assert p["run"] == str(one) and 0 <= p["p_optimal"] <= 1 and p["group"] in ("optimal", "suboptimal")
+    assert p["p_optimal"] == pytest.approx(Reference.load(out).classify(runs[0]).p_optimal)
+
+    assert main(["classify", str(pop.held_out), "--reference", str(out), "--step", "1"]) == 0
+    shown = capsys.readouterr().out
+    assert all(f"{pop.held_out / r.name}: " in shown for r in runs) and "(step 1, model of step 1)" in shown
+
+
+def test_cli_errors(pop, tmp_path, capsys):
+    from weightwatch.cli import main
+
+    bad = tmp_path / "bad.ww"
+    bad.write_text("not a reference")
+    assert main(["classify", str(pop.held_out), "--reference", str(bad)]) == 1
+    assert "not a weightwatch reference" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["fit", str(tmp_path / "empty"), "-o", str(tmp_path / "x.ww")]) == 1
+    assert "no runs found" in capsys.readouterr().err
+    assert main(["fit", str(pop.train), "-o", str(tmp_path / "x.ww"), "--threshold", "2.0"]) == 1
+    assert "0 of 24 runs are optimal" in capsys.readouterr().err
+
+
+def test_compare_with_a_reference(pop, tmp_path, capsys):
+    from weightwatch.cli import main
+
+    assert main(["compare", str(pop.held_out), "--reference", str(pop.reference), "--json", "--no-figures",
+                 "--no-tensorboard", "--out", str(tmp_path / "report")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    runs, _ = held_out(pop)
+    assert sorted(p["run"] for p in report["predictions"]) == sorted(r.name for r in runs)

@@ -51,12 +51,22 @@ def add_compare(sub: Subparsers) -> None:
                    help="do not write the population's images and projector under PATH")
     p.add_argument("--no-cache", action="store_true", help="parse every event file again, write no cache")
     p.add_argument("--workers", type=int, default=None, help="loader processes (default: one per CPU)")
+    p.add_argument("--reference", type=Path, help="also classify every run with this reference (weightwatch fit)")
     p.set_defaults(func=compare_command)
 
 
 def compare_command(args: argparse.Namespace) -> int:
     from weightwatch.analysis.report import NothingToCompare, compare, print_terminal, to_json
 
+    reference = None
+    if args.reference is not None:  # read it first: a bad file fails fast
+        from weightwatch.analysis.reference import ReferenceError, load_reference
+
+        try:
+            reference = load_reference(args.reference)
+        except (ReferenceError, OSError) as exc:
+            print(f"weightwatch compare: {exc}", file=sys.stderr)
+            return 1
     try:
         result = compare(args.path, metric=args.metric, thresholds=args.thresholds, out=args.out,
                          figures=not args.no_figures, tensorboard=not args.no_tensorboard,
@@ -67,15 +77,44 @@ def compare_command(args: argparse.Namespace) -> int:
             print(json.dumps({"error": message}, indent=1))
         print(f"weightwatch compare: {message}", file=sys.stderr)
         return 1
+    predictions = None
+    if reference is not None:
+        from weightwatch.analysis.reference import classify_path, format_prediction_table, json_safe
+
+        predictions = classify_path(args.path, reference)
     if args.json:
-        print(json.dumps(to_json(result), indent=1))
+        out = to_json(result)
+        if predictions is not None:
+            out["predictions"] = json_safe([p.to_json() for p in predictions])
+        print(json.dumps(out, indent=1))
     else:
         print_terminal(result)
+        if predictions is not None:
+            print(f"\nprediction by {args.reference}:\n{format_prediction_table(predictions)}")
     return 0
 
 
+def add_fit(sub: Subparsers) -> None:
+    from weightwatch.analysis.model import add_fit_arguments, fit_command
+
+    p = sub.add_parser("fit", help="learn from labelled runs to tell the optimal ones by their weights",
+                       description="Fit a reference (models per logged step) on the runs under PATH and print "
+                                   "its cross-validated quality; see docs/classify.md.")
+    add_fit_arguments(p)
+    p.set_defaults(func=fit_command)
+
+
+def add_classify(sub: Subparsers) -> None:
+    from weightwatch.analysis.reference import add_classify_arguments, classify_command
+
+    p = sub.add_parser("classify", help="P(optimal) and the predicted final metric of runs, finished or not",
+                       description="Judge each RUN with a reference written by `weightwatch fit`.")
+    add_classify_arguments(p)
+    p.set_defaults(func=classify_command)
+
+
 #: The subcommands, each added by one function (see the module doc).
-COMMANDS: list[Callable[[Subparsers], None]] = [add_compare]
+COMMANDS: list[Callable[[Subparsers], None]] = [add_compare, add_fit, add_classify]
 
 
 def build_parser() -> argparse.ArgumentParser:

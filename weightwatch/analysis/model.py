@@ -15,9 +15,9 @@ model: every run is scored by a model that did not see it (the choice among
 three candidates is made on the same folds, a small optimism). Every source
 of randomness takes ``random_state``, so a fit is reproducible.
 
->>> y_opt, threshold, rule = make_labels(np.array([0.1, 0.5, 0.8, 0.9]), threshold=0.7)
+>>> y_opt, threshold, rule = make_labels(np.array([0.1, 0.5, 0.8, 0.9]), top=0.5)
 >>> y_opt.tolist(), threshold, rule
-([False, False, True, True], 0.7, 'threshold')
+([False, False, True, True], 0.8, 'top')
 """
 
 from __future__ import annotations
@@ -88,44 +88,37 @@ REGRESSORS = ("ridge", "boosting", "forest")
 
 # -- labels -------------------------------------------------------------------------------------------
 
-def make_labels(values: np.ndarray, *, threshold: float | None = None,
-                top: float | None = None) -> tuple[np.ndarray, float, str]:
-    """Which runs count as optimal: (y (n,) bool, threshold, rule); a run is optimal when its
-    final metric >= threshold.
+def make_labels(values: np.ndarray, *, threshold: float | None = None, top: float | None = None,
+                runs: Sequence[Run] | None = None, metric: str | None = None) -> tuple[np.ndarray, float, str]:
+    """Which runs count as optimal: (y (n,) bool, threshold, rule).
 
-    - ``threshold``: given;
+    - ``threshold``: final metric >= threshold;
     - ``top``: the best fraction ``top`` of the runs (``top=0.5``: the better half);
-    - neither: the high group, as ``weightwatch compare`` finds it.
+    - neither: the high group, as ``weightwatch compare`` groups ``runs`` (aligned with
+      ``values``; per architecture family); ``threshold`` is then the lowest final
+      metric in the high group.
     """
     values = np.asarray(values, dtype=np.float64)
     if threshold is not None and top is not None:
         raise ValueError("give either a threshold or a top fraction, not both")
     if threshold is not None:
-        rule = "threshold"
-    elif top is not None:
+        return values >= threshold, float(threshold), "threshold"
+    if top is not None:
         if not 0 < top < 1:
             raise ValueError(f"top must be a fraction between 0 and 1, got {top}")
-        rule = "top"
         ranked = np.sort(values)[::-1]
         threshold = float(ranked[max(int(round(top * values.size)) - 1, 0)])
-    else:
-        rule = "high-group"
-        threshold = high_group_threshold(values)
-    return values >= threshold, float(threshold), rule
+        return values >= threshold, threshold, "top"
+    if runs is None:
+        raise ValueError("the high group needs the runs (or give a threshold or a top fraction)")
+    from .groups import group_runs
 
-
-def high_group_threshold(values: np.ndarray) -> float:
-    """The lowest final metric of the high group: the upper of three clusters of the
-    final metric (1-D k-means started at the 10th, 50th and 90th percentiles)."""
-    v = np.sort(np.asarray(values, dtype=np.float64))
-    centres = np.percentile(v, [10, 50, 90])
-    for _ in range(100):
-        label = np.argmin(np.abs(v[:, None] - centres[None, :]), axis=1)
-        new = np.array([v[label == k].mean() if np.any(label == k) else centres[k] for k in range(3)])
-        if np.allclose(new, centres):
-            break
-        centres = new
-    return float(v[label == int(np.argmax(centres))].min())
+    grouping = group_runs(runs, metric)
+    group = {id(lab.run): lab.group for lab in grouping.labelled}
+    y = np.array([group.get(id(run)) == "high" for run in runs], dtype=bool)
+    if not y.any():
+        raise ValueError("compare found no high group in these runs; give --threshold or --top")
+    return y, float(values[y].min()), "high-group"
 
 
 # -- the features of a population ----------------------------------------------------------------------
@@ -452,7 +445,7 @@ def fit_reference(runs: Sequence[Run], *, metric: str | None = None, threshold: 
     pop = population if population is not None else population_features(runs, metric)
     if len(pop.runs) < 4:
         raise ValueError(f"fit needs at least 4 runs with the metric {pop.metric!r}, found {len(pop.runs)}")
-    y, thr, rule = make_labels(pop.values, threshold=threshold, top=top)
+    y, thr, rule = make_labels(pop.values, threshold=threshold, top=top, runs=pop.runs, metric=pop.metric)
     if y.sum() < 2 or (~y).sum() < 2:
         raise ValueError(f"with {rule} {thr:.4g} on {pop.metric!r}, {int(y.sum())} of {len(y)} runs are optimal: "
                          "each group needs at least 2 runs; choose another --threshold or --top")

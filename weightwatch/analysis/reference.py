@@ -486,6 +486,34 @@ def format_predictions(predictions: Sequence[Prediction]) -> str:
     return "\n".join(lines)
 
 
+def format_prediction_table(predictions: Sequence[Prediction]) -> str:
+    """One line per run (what ``weightwatch compare --reference`` adds to its report)."""
+    if not predictions:
+        return "no run could be classified"
+    width = max(len(p.run) for p in predictions)
+    metric = predictions[0].metric
+    lines = [f"{'run':<{width}}  P(optimal)  predicted {metric}  group", ]
+    lines += [f"{p.run:<{width}}  {p.p_optimal:10.3f}  {p.predicted:{10 + len(metric)}.4f}  {p.group}"
+              + ("  (" + "; ".join(p.notes) + ")" if p.notes else "") for p in predictions]
+    return "\n".join(lines)
+
+
+def classify_path(path: str | Path, reference: str | Path | Reference, step: int | None = None,
+                  problems: list[str] | None = None) -> list[Prediction]:
+    """Classify every run below ``path`` (runs without logged weights are skipped, noted in ``problems``)."""
+    from .load import load_runs
+
+    ref = load_reference(reference)
+    out = []
+    for run in load_runs(path, progress=False).runs:
+        try:
+            out.append(ref.classify(run, step))
+        except ValueError as exc:
+            if problems is not None:
+                problems.append(f"{run.name}: {exc}")
+    return out
+
+
 def classify_command(args: Any) -> int:
     """``weightwatch classify RUN... --reference reference.ww``: returns the exit code (0 when at least
     one run was classified; runs that could not be are reported on stderr; 1 when none was)."""
