@@ -8,7 +8,9 @@
    each logged by ``weightwatch.integrations.torch.WeightWatch``
    (the generator is tests/populations.py, which the tests use too);
 2. runs ``weightwatch compare`` on them: the table of groups, the dispersion
-   test, report/index.html and the population in TensorBoard.
+   test, report/index.html and the population in TensorBoard;
+3. fits a reference on the population (``weightwatch fit``) and classifies two
+   runs it did not see, one well initialised and one dead (``weightwatch classify``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,19 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n== 2. weightwatch compare ==")
     code = weightwatch(["compare", str(args.log_dir), "--out", str(args.out)])
+    if code != 0:
+        return code
+    print("\n== 3. weightwatch fit, then classify two runs it did not see ==")
+    reference = args.out / "reference.ww"
+    code = weightwatch(["fit", str(args.log_dir), "-o", str(reference)])
+    if code != 0:
+        return code
+    unseen = args.log_dir.with_name(args.log_dir.name + "-unseen")
+    shutil.rmtree(unseen, ignore_errors=True)
+    for family, init in (("mlp", 0.1), ("mlp", "zeros")):
+        populations.train_run(unseen / f"{family}_init{init}", family, init, seed=1000, epochs=args.epochs)
+    print()
+    code = weightwatch(["classify", str(unseen), "--reference", str(reference)])
     if code != 0:
         return code
     print(f"\nthe report: {args.out / 'index.html'}")
