@@ -159,3 +159,12 @@ def test_histogram_shape_of_known_distributions(dist, kurtosis, peak0):
     assert shape["h_kurt"][0] == pytest.approx(kurtosis, rel=0.03)
     assert shape["h_skew"][0] == pytest.approx(0.0, abs=0.02)
     assert shape["h_peak0"][0] == pytest.approx(peak0, rel=0.03)
+
+
+@pytest.mark.parametrize("module", ["features", "model", "live", "reference"])
+def test_doctests(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"weightwatch.analysis.{module}")
+    assert doctest.testmod(mod, optionflags=doctest.ELLIPSIS).failed == 0

@@ -447,7 +447,11 @@ def classify_runs(runs: Sequence[Run], reference: str | Path | Reference, step: 
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with NaN / infinite floats as None and numpy scalars as Python ones (strict JSON)."""
+    """``value`` with NaN / infinite floats as None and numpy scalars as Python ones (strict JSON).
+
+    >>> json_safe({"auc": float("nan"), "runs": np.int64(3), "curve": (0.5, np.float64(0.75))})
+    {'auc': None, 'runs': 3, 'curve': [0.5, 0.75]}
+    """
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
