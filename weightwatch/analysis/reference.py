@@ -85,13 +85,25 @@ def _link(raw: np.ndarray, link: str) -> np.ndarray:
     return raw
 
 
+def tree_depth(left: np.ndarray, right: np.ndarray) -> int:
+    """Levels of the deepest tree in global node arrays whose children have larger ids than their parent."""
+    depth = np.zeros(left.shape[0], dtype=np.int64)
+    for i in np.flatnonzero(left >= 0):  # in id order, so a parent's depth is known before its children's
+        depth[left[i]] = depth[right[i]] = depth[i] + 1
+    return int(depth.max()) + 1 if depth.size else 0
+
+
 @dataclass
 class Model:
     """One exported model (see the module doc): ``meta`` from the JSON, ``arrays`` from the .npy members."""
 
     meta: dict[str, Any]
     arrays: dict[str, np.ndarray]
-    depth: int = 0
+    depth: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        if self.kind == "trees":
+            self.depth = tree_depth(self.arrays["left"], self.arrays["right"])
 
     @property
     def kind(self) -> str:
@@ -131,21 +143,24 @@ class Model:
         return np.clip(out, clip[0], clip[1]) if clip else out
 
 
-def _check_model(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], n_features: int, where: str) -> int:
-    """Validate an exported model; returns the depth of its deepest tree (0 for linear)."""
+def _checked_model(meta: dict[str, Any], arrays: Mapping[str, np.ndarray], n_features: int, where: str) -> Model:
+    """An exported model read from a file, validated (see the module doc)."""
     def bad(msg: str) -> ReferenceError:
         return ReferenceError(f"{where}: {msg}")
 
     if meta.get("link") not in ("identity", "logistic"):
         raise bad(f"unknown link {meta.get('link')!r}")
+    clip = meta.get("clip")
+    if clip is not None:
+        meta["clip"] = [float(clip[0]), float(clip[1])]
     if meta.get("kind") == "linear":
         for key in ("center", "scale", "coef"):
             if arrays[key].shape != (n_features,):
                 raise bad(f"{key} has shape {arrays[key].shape}, expected ({n_features},)")
         if not np.all(arrays["scale"] != 0):
             raise bad("scale has zeros")
-        float(meta["intercept"])
-        return 0
+        meta["intercept"] = float(meta["intercept"])
+        return Model(meta, dict(arrays))
     if meta.get("kind") != "trees":
         raise bad(f"unknown model kind {meta.get('kind')!r}")
     left, right, feature = arrays["left"], arrays["right"], arrays["feature"]
@@ -164,12 +179,8 @@ def _check_model(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], n_fe
         raise bad("child ids must be larger than their parent's and inside the arrays")
     if np.any((feature[inner] < 0) | (feature[inner] >= n_features)):
         raise bad("feature index out of range")
-    float(meta["base"]), float(meta["weight"])
-    # children have larger ids, so one pass in id order gives every node's depth
-    depth = np.zeros(size, dtype=np.int64)
-    for i in np.flatnonzero(inner):
-        depth[left[i]] = depth[right[i]] = depth[i] + 1
-    return int(depth.max()) + 1
+    meta["base"], meta["weight"] = float(meta["base"]), float(meta["weight"])
+    return Model(meta, dict(arrays))
 
 
 # -- predictions ---------------------------------------------------------------------------------------
@@ -390,8 +401,7 @@ class Reference:
                         for k in ("threshold", "value", "center", "scale", "coef"):
                             if k in arrays:
                                 arrays[k] = arrays[k].astype(np.float64)
-                        depth = _check_model(meta, arrays, n_features, f"{where} {role}")
-                        models[role] = Model(meta, arrays, depth)
+                        models[role] = _checked_model(meta, arrays, n_features, f"{where} {role}")
                     steps.append(StepModels(step=int(entry["step"]), runs=int(entry["runs"]), cv=dict(entry["cv"]),
                                             **models, **vectors))
             except ReferenceError:
