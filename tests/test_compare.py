@@ -234,3 +234,51 @@ def test_doctests(module):
 
     mod = importlib.import_module(f"weightwatch.analysis.{module}")
     assert doctest.testmod(mod, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+@pytest.mark.slow
+def test_a_real_tensorboard_serves_the_population(full_report):
+    """``tensorboard --logdir runs/`` shows the figures (Images), tables (Text) and the projector embedding."""
+    import socket
+    import time
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    root, _, _, result = full_report
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> bytes:
+        with urllib.request.urlopen(base + path, timeout=10) as resp:
+            return resp.read()
+
+    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--host", "127.0.0.1",
+                             "--port", str(port), "--reload_interval", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                images = json.loads(get("/data/plugin/images/tags"))
+                if len(images.get("weightwatch-population", {})) == len(result["figures"]):
+                    break
+            except (urllib.error.URLError, ConnectionError, ValueError):
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"tensorboard did not come up: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(1)
+        assert "weightwatch-population" in json.loads(get("/data/plugin/projector/runs"))
+        info = json.loads(get("/data/plugin/projector/info?run=weightwatch-population"))
+        name = info["embeddings"][0]["tensorName"]
+        query = urllib.parse.urlencode({"run": "weightwatch-population", "name": name})
+        rows, dims = info["embeddings"][0]["tensorShape"]
+        assert len(get(f"/data/plugin/projector/tensor?{query}")) == rows * dims * 4  # float32
+        assert get(f"/data/plugin/projector/metadata?{query}").decode().count("\n") == rows + 1
+        assert set(json.loads(get("/data/plugin/text/tags"))["weightwatch-population"]) == {
+            "compare/table", "compare/dispersion"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

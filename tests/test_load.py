@@ -321,3 +321,38 @@ def test_run_maps_behave_like_dicts_and_pickle(population):
     with pytest.raises(KeyError):
         run.scalars["loss"]
     assert dict(run.histograms).keys() == run.histograms.keys()
+
+
+def test_cache_grows_by_segments_and_survives_damage(fresh):
+    from weightwatch.analysis.cache import CACHE_DIR, MAX_SEGMENTS, cache_file, load_cache
+
+    root, truth = fresh
+    name = sorted(truth)[2]
+    path = event_file(root / name)
+    cache_path = cache_file(root / CACHE_DIR, name)
+    load_runs(root, progress=False)
+
+    def grow(step: int) -> None:
+        value = summary_pb2.Summary.Value(tag="val_accuracy", simple_value=step / 100)
+        with open(path, "ab") as fh:
+            fh.write(frame_record(event_pb2.Event(step=step, summary=summary_pb2.Summary(
+                value=[value])).SerializeToString()))
+
+    for i in range(MAX_SEGMENTS - 1):
+        grow(100 + i)
+        load_runs(root, progress=False)
+    cached = load_cache(cache_path, name)
+    assert cached.segments == MAX_SEGMENTS and cached.sound  # appended, not rewritten
+    grow(200)
+    run = next(r for r in load_runs(root, progress=False).runs if r.name == name)
+    assert load_cache(cache_path, name).segments == 1  # compacted
+    assert_same_as_tensorboard(run, run.path)
+    # a cache cut short (a crash while appending) is ignored past the damage, then rewritten
+    grow(201)
+    load_runs(root, progress=False)
+    with open(cache_path, "r+b") as fh:
+        fh.truncate(cache_path.stat().st_size - 20)
+    assert not load_cache(cache_path, name).sound
+    run = next(r for r in load_runs(root, progress=False).runs if r.name == name)
+    assert_same_as_tensorboard(run, run.path)
+    assert load_cache(cache_path, name).sound

@@ -218,3 +218,52 @@ def stack_histograms(steps: np.ndarray, bins: np.ndarray, edges_at: np.ndarray, 
         out_edges[i, n + 1:] = edges[e0 + n]
         out_counts[i, :n] = counts[c0:c0 + n]
     return HistogramSeries(steps, out_edges, out_counts)
+
+
+def pack_histograms(bins: np.ndarray, edges: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """A compact, exact form of concatenated histograms, for the cache and between processes.
+
+    Equal-width edges (what weightwatch writes: ``lo + (hi - lo) * (i / k)``, the
+    last one ``hi``) are kept as their two ends; integral counts as int32.
+    :func:`unpack_histograms` restores the same bits.
+
+    >>> e = np.array([0.0, 0.5, 1.0, 0.0, 0.1, 3.0]); c = np.array([1.0, 2.0, 4.0, 5.0])
+    >>> p = pack_histograms(np.array([2, 2]), e, c)
+    >>> p["uniform"].tolist(), p["other_edges"].tolist(), p["counts"].dtype.name
+    ([True, False], [0.0, 0.1, 3.0], 'int32')
+    >>> [a.tolist() for a in unpack_histograms(np.array([2, 2]), p)] == [e.tolist(), c.tolist()]
+    True
+    """
+    bins = np.asarray(bins, dtype=np.int64)
+    edges_at, _ = _histogram_offsets(bins)
+    lo, hi = edges[edges_at[:-1]], edges[edges_at[1:] - 1]
+    uniform = np.zeros(bins.size, dtype=bool)
+    if bins.size:
+        expected = _uniform_edges(bins, lo, hi)
+        same = expected == edges
+        uniform = np.logical_and.reduceat(same, edges_at[:-1]) if same.size else uniform
+    keep = np.repeat(~uniform, bins + 1)
+    integral = counts.size == 0 or (np.all(counts == np.floor(counts)) and counts.min() >= 0
+                                    and counts.max() < 2 ** 31)
+    return {"lo": lo, "hi": hi, "uniform": uniform, "other_edges": edges[keep],
+            "counts": counts.astype(np.int32) if integral else counts}
+
+
+def unpack_histograms(bins: np.ndarray, packed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(edges, counts) concatenated, from :func:`pack_histograms`' output."""
+    bins = np.asarray(bins, dtype=np.int64)
+    edges = _uniform_edges(bins, packed["lo"], packed["hi"]) if bins.size else np.zeros(0)
+    edges[np.repeat(~packed["uniform"].astype(bool), bins + 1)] = packed["other_edges"]
+    return edges, packed["counts"].astype(np.float64)
+
+
+def _uniform_edges(bins: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Concatenated equal-width edges, computed as weightwatch.ops.raw.bin_edges does."""
+    i = _ranges(np.zeros(bins.size, np.int64), bins + 1).astype(np.float64)
+    k = np.repeat(bins, bins + 1).astype(np.float64)
+    lo_r, hi_r = np.repeat(lo, bins + 1), np.repeat(hi, bins + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = lo_r + (hi_r - lo_r) * np.where(k > 0, i / k, 0.0)
+    edges_at, _ = _histogram_offsets(bins)
+    out[edges_at[1:] - 1] = hi
+    return out

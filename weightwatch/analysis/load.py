@@ -14,16 +14,24 @@ name order (their creation time), parsed with :mod:`.parse` and cached with
 
 from __future__ import annotations
 
+import copyreg
+import io
 import json
 import os
+import pickle
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import CACHE_DIR, FileState, cache_file, load_cache, read_tail, save_cache
+import numpy as np
+
+from .cache import CACHE_DIR, MAX_SEGMENTS, Cached, FileState, append_cache, cache_file, load_cache, \
+    read_tail, save_cache
 from .columns import HISTOGRAM_MODES, Columns, concat, drop_histograms, histogram_mode, keep_last_histograms, \
     to_series
 from .parse import parse_bytes
@@ -177,33 +185,38 @@ def _parse_file(path: Path, base: int, scalars: bool, histograms: str, plugins: 
 
 
 def _update_file(run_dir: Path, name: str, prev: FileState | None, scalars: bool, histograms: str,
-                 stats: LoadStats) -> tuple[FileState, bool]:
-    """The file's state after reading whatever is new in it; (state, changed)."""
+                 stats: LoadStats) -> tuple[FileState, Columns | None, int]:
+    """The file's state after reading whatever is new in it.
+
+    Returns (state, the columns just parsed or None when nothing was, the byte
+    offset they were parsed from: 0 for a parse from the start).
+    """
     path = run_dir / name
     st = path.stat()
     if prev is not None and prev.covers(scalars, histograms):
         if (st.st_size, st.st_mtime_ns) == (prev.size, prev.mtime_ns):
-            return prev, False
+            return prev, None, prev.end
         if st.st_size >= prev.end and read_tail(path, prev.end) == prev.tail:
             plugins = dict(prev.plugins)
             parts, end, records, skipped, stop = _parse_file(path, prev.end, prev.scalars, prev.histograms,
                                                              plugins, stats)
-            cols = concat([prev.columns, *parts])
-            if prev.histograms == "last":
-                cols = keep_last_histograms(cols)
+            new = _reduce(concat(parts), prev.histograms)
+            cols = _reduce(concat([prev.columns, new]), prev.histograms)
             return FileState(name, st.st_size, st.st_mtime_ns, end, read_tail(path, end), prev.scalars,
                              prev.histograms, prev.records + records, prev.skipped + skipped, stop, plugins,
-                             cols), True
+                             cols), new, prev.end
     if prev is not None:  # parse again, decoding at least what was decoded before
         scalars = scalars or prev.scalars
         histograms = HISTOGRAM_MODES[max(HISTOGRAM_MODES.index(histograms), HISTOGRAM_MODES.index(prev.histograms))]
     plugins: dict[str, str] = {}
     parts, end, records, skipped, stop = _parse_file(path, 0, scalars, histograms, plugins, stats)
-    cols = concat(parts)
-    if histograms == "last":
-        cols = keep_last_histograms(cols)
+    cols = _reduce(concat(parts), histograms)
     return FileState(name, st.st_size, st.st_mtime_ns, end, read_tail(path, end), scalars, histograms, records,
-                     skipped, stop, plugins, cols), True
+                     skipped, stop, plugins, cols), cols, 0
+
+
+def _reduce(cols: Columns, histograms: str) -> Columns:
+    return keep_last_histograms(cols) if histograms == "last" else cols
 
 
 def _read_info(run_dir: Path) -> tuple[dict, list[str]]:
@@ -225,30 +238,36 @@ def load_run(root: Path, run_dir: Path, *, scalars: bool = True, histograms: str
     stats = LoadStats(runs=1)
     name = run_name(root, run_dir)
     cache_path = cache_file(root / CACHE_DIR, name)
-    cached = load_cache(cache_path, name) if cache else {}
+    cached = load_cache(cache_path, name) if cache else Cached()
     info, problems = _read_info(run_dir)
     states: list[FileState] = []
+    news: list[tuple[FileState, Columns, int]] = []
     fatal: list[str] = []
-    changed = False
     files = sorted(f for f in os.listdir(run_dir) if _is_event_file(f) and (run_dir / f).is_file())
     for fname in files:
         stats.event_files += 1
         try:
-            state, was_changed = _update_file(run_dir, fname, cached.get(fname), scalars, histograms, stats)
+            state, new, start = _update_file(run_dir, fname, cached.states.get(fname), scalars, histograms, stats)
         except OSError as exc:
             fatal.append(f"{fname}: cannot read it ({exc.strerror or exc})")
             continue
-        changed |= was_changed or fname not in cached
         states.append(state)
+        if new is not None or state.meta() != getattr(cached.states.get(fname), "meta", dict)():
+            news.append((state, new if new is not None else Columns.empty(), start))
         problems += [f"{fname}: {p}" for p in state.skipped + state.stop]
-    changed |= set(cached) != {s.name for s in states}
-    if not changed and states:
+    gone = set(cached.states) - {s.name for s in states}
+    if not news and not gone and states:
         stats.runs_from_cache = 1
     if not states or not any(s.records for s in states):
         why = fatal or [f"{s.name}: no readable record" + (f" ({'; '.join(s.stop)})" if s.stop else "")
                         for s in states] or ["no event file could be read"]
         return None, why + problems, stats, False
-    saved = save_cache(cache_path, name, states) if cache and changed else True
+    saved = True
+    if cache and (news or gone or not cached.sound):
+        if gone or not cached.sound or not cached.states or cached.segments >= MAX_SEGMENTS:
+            saved = save_cache(cache_path, name, states)
+        else:
+            saved = append_cache(cache_path, name, news)
     cols = concat([s.columns for s in states])
     if histograms == "none":
         cols = drop_histograms(cols)
@@ -279,6 +298,71 @@ def _load_batch(root: Path, run_dirs: list[Path], scalars: bool, histograms: str
             run, fatal, stats, saved = None, [f"could not be loaded: {type(exc).__name__}: {exc}"], LoadStats(1), True
         out.append((name, run, fatal, stats, saved))
     return out
+
+
+def _shared_dir() -> str:
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+
+
+_mapped = threading.local()  # the file being unpickled, for _shared_array
+
+
+def _shared_array(at: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    count = int(np.prod(shape, dtype=np.int64))
+    return np.frombuffer(_mapped.buffer, dtype=np.dtype(dtype), count=count, offset=at).reshape(shape)
+
+
+def _load_batch_shared(root: Path, run_dirs: list[Path], scalars: bool, histograms: str,
+                       cache: bool) -> tuple[bytes, str | None]:
+    """:func:`_load_batch` in a worker process, its arrays handed over through a shared file.
+
+    Pickling hundreds of megabytes through the pool's pipe costs more than
+    parsing them. Instead the arrays go, back to back, into one file in
+    /dev/shm (memory) and the pickle refers to them by offset; the parent maps
+    the file (:func:`_from_shared`), so its arrays are views, not copies.
+    """
+    blobs: list[memoryview] = []
+    size = 0
+
+    def reduce_array(a: np.ndarray) -> tuple:
+        nonlocal size
+        a = np.ascontiguousarray(a)
+        if a.dtype.hasobject:
+            return a.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+        at = size
+        blobs.append(memoryview(a).cast("B") if a.nbytes else memoryview(b""))
+        pad = -a.nbytes % 64
+        if pad:
+            blobs.append(memoryview(bytes(pad)))
+        size += a.nbytes + pad
+        return _shared_array, (at, a.dtype.str, a.shape)
+
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = {**copyreg.dispatch_table, np.ndarray: reduce_array}
+    pickler.dump(_load_batch(root, run_dirs, scalars, histograms, cache))
+    if not blobs:
+        return buf.getvalue(), None
+    fd, path = tempfile.mkstemp(prefix="weightwatch-load-", dir=_shared_dir())
+    with os.fdopen(fd, "wb") as fh:
+        for b in blobs:
+            fh.write(b)
+    return buf.getvalue(), path
+
+
+def _from_shared(payload: bytes, path: str | None) -> list:
+    _mapped.buffer = None
+    if path is not None:
+        try:
+            # private copy-on-write pages: the arrays are writable; an empty file cannot be mapped
+            _mapped.buffer = np.memmap(path, mode="c") if os.path.getsize(path) else np.zeros(0, np.uint8)
+        finally:
+            os.unlink(path)  # the mapping outlives the name
+    try:
+        return pickle.loads(payload)
+    finally:
+        _mapped.buffer = None
 
 
 def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
@@ -348,10 +432,10 @@ def load_runs(root: str | os.PathLike[str], *, scalars: bool = True, histograms:
             warm_up()  # compile (or load) the decoder once, before forking
             size = max(1, min(16, len(run_dirs) // (workers * 8)))
             with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-                futures = [pool.submit(_load_batch, root, batch, scalars, mode, cache)
+                futures = [pool.submit(_load_batch_shared, root, batch, scalars, mode, cache)
                            for batch in _batches(run_dirs, size)]
                 for future in as_completed(futures):
-                    done = future.result()
+                    done = _from_shared(*future.result())
                     outcomes += done
                     bar.update(len(done))
     unsaved = 0

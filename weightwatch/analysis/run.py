@@ -121,8 +121,8 @@ class LazySeries(_LazyMap):
 
 class LazyHistograms(_LazyMap):
     """tag -> :class:`HistogramSeries` over sorted columns: ``steps`` and ``bins`` (one
-    row per histogram) and the concatenated ``edges`` / ``counts`` (see
-    :class:`weightwatch.analysis.columns.Columns`)."""
+    row per histogram), their offsets ``edges_at`` / ``counts_at`` into the
+    concatenated ``edges`` / ``counts`` (see :class:`weightwatch.analysis.columns.Columns`)."""
 
     def _build(self, i: int) -> HistogramSeries:
         from .columns import stack_histograms
