@@ -72,7 +72,8 @@ def _grid(n: int, width: float = 3.4, height: float = 3.0, ncols: int = 4):
     plt = _plt()
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 1.2, height * nrows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 1.2, height * nrows + 0.6), squeeze=False,
+                             layout="constrained")
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -115,7 +116,7 @@ def convergence(members: Sequence[Labelled], metric: str) -> MplFigure | None:
     tags = [loss_tag(lab.run) for lab in members]
     use_loss = any(tags)
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
     norm = _norm(members)
     cmap = plt.get_cmap(CMAP)
     lo, hi = math.inf, -math.inf

@@ -12,6 +12,8 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .report import format_p
+
 if TYPE_CHECKING:
     from .report import Comparison
 
@@ -58,7 +60,7 @@ def render(c: Comparison) -> str:
                   _table(["Family", "Role", "High runs", "Low runs", "Dispersion high", "Dispersion low", "Ratio",
                           "p", "Reading"],
                          [[escape(d.family), escape(d.role), str(d.n_high), str(d.n_low), _num(d.high),
-                           _num(d.low), _num(d.ratio), _num(d.p_value), escape(d.reading)] for d in c.dispersion],
+                           _num(d.low), _num(d.ratio), format_p(d.p_value), escape(d.reading)] for d in c.dispersion],
                          {2, 3, 4, 5, 6, 7})]
     for w in c.warnings:
         parts.append(f"<p class='note'>Note: {escape(w)}</p>")

@@ -172,6 +172,15 @@ def _fmt(x: float) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
+def format_p(p: float) -> str:
+    """A p-value for people: 3 decimals, or "<0.001".
+
+    >>> format_p(0.0004), format_p(0.0431)
+    ('<0.001', '0.043')
+    """
+    return "<0.001" if p < 0.001 else _fmt(p)
+
+
 def to_json(c: Comparison) -> dict[str, Any]:
     """Everything a script needs, JSON-ready (NaN written as null)."""
     def clean(x: Any) -> Any:
@@ -230,7 +239,7 @@ def print_terminal(c: Comparison, console: Any = None) -> None:
             d.add_column(col)
         for x in c.dispersion:
             d.add_row(x.family, x.role, str(x.n_high), str(x.n_low), _fmt(x.ratio),
-                      _fmt(x.p_value), x.reading)
+                      format_p(x.p_value), x.reading)
         console.print(d)
     non = [lab for lab in c.grouping.labelled if lab.group == "non"]
     if non:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .load import POPULATION_MARKER
+from .report import format_p
 
 if TYPE_CHECKING:
     from .report import Comparison
@@ -112,7 +113,7 @@ def write_tensorboard(c: Comparison) -> Path:
         writer.write_summary(text_v2.text_pb("compare/table", f"Final {c.metric_label} per group\n\n{table}"), 0)
         if c.dispersion:
             disp = _markdown_table(["family", "role", "high", "low", "ratio", "p", "reading"],
-                                   [[d.family, d.role, str(d.n_high), str(d.n_low), _num(d.ratio), _num(d.p_value),
+                                   [[d.family, d.role, str(d.n_high), str(d.n_low), _num(d.ratio), format_p(d.p_value),
                                      d.reading] for d in c.dispersion])
             writer.write_summary(text_v2.text_pb("compare/dispersion", disp), 0)
     finally:
