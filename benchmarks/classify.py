@@ -72,15 +72,32 @@ def labelled(path: Path):
     return runs, values
 
 
-def held_out_curve(ref: Reference, runs, values, threshold: float) -> list[dict]:
-    y = values >= threshold
+def auc_interval(y: np.ndarray, p: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the ROC AUC (runs resampled with replacement)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(y), len(y))
+        if 0 < y[i].sum() < len(i):
+            aucs.append(roc_auc_score(y[i], p[i]))
+    lo, hi = np.percentile(aucs, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def held_out_curve(ref: Reference, runs, values, threshold: float) -> tuple[list[dict], float]:
+    """Quality of the reference on the held-out runs at each of its steps, and the seconds classifying took."""
+    t0 = time.perf_counter()
     tables = [run_features(r) for r in runs]
-    curve = []
+    scored = []
     for m in ref.steps:
         x = np.vstack([t.at(m.step)[1] for t in tables])
-        p, pred = ref.predict(x, m.step)
-        curve.append({"step": m.step, **quality(y, p, values, pred)})
-    return curve
+        scored.append((m.step, *ref.predict(x, m.step)))
+    seconds = time.perf_counter() - t0
+    y = values >= threshold
+    curve = [{"step": step, **quality(y, p, values, pred), "auc_ci": auc_interval(y, p)} for step, p, pred in scored]
+    return curve, seconds
 
 
 def side_model(x_train, y_train, v_train, x_test, y_test, v_test, cv: int) -> dict:
@@ -103,9 +120,7 @@ def evaluate(kind: str, train_dir: Path, test_dir: Path, root: Path, cv: int) ->
     fit_s = time.perf_counter() - t0
     path = fit.reference.save(root / f"{kind}.ww")
     ref = Reference.load(path)
-    t0 = time.perf_counter()
-    curve = held_out_curve(ref, test_runs, test_values, fit.threshold)
-    classify_s = time.perf_counter() - t0
+    curve, classify_s = held_out_curve(ref, test_runs, test_values, fit.threshold)
     y, y_test = values >= fit.threshold, test_values >= fit.threshold
     out = {"kind": kind, "train": len(runs), "test": len(test_runs), "optimal_train": int(y.sum()),
            "optimal_test": int(y_test.sum()), "threshold": fit.threshold, "rule": fit.rule, "fit": fit,
@@ -129,6 +144,10 @@ def fmt(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"
 
 
+def ci(c: dict) -> str:
+    return f"[{c['auc_ci'][0]:.2f}, {c['auc_ci'][1]:.2f}]"
+
+
 def report(results: list[dict], command: str, gen_s: dict) -> str:
     lines = [f"Command: `{command}` (2 CPU cores, shared with other jobs). Populations are trained once by "
              "benchmarks/populations_fmnist.py and reused; training took "
@@ -146,15 +165,15 @@ def report(results: list[dict], command: str, gen_s: dict) -> str:
                   f"({r['optimal_test']} optimal); optimal: final val_accuracy >= {r['threshold']:.4f} "
                   f"({r['rule']}). fit {r['fit_s']:.0f} s, reference {r['size'] / 1e6:.1f} MB, classify of "
                   f"{r['test']} runs x {len(r['curve'])} epochs {r['classify_s']:.1f} s.", "",
-                  f"- **held-out AUC at the end: {fmt(last['auc'])}**, after epoch 1: "
-                  f"**{fmt(epoch1['auc']) if epoch1 else 'n/a'}**; earliest epoch with held-out AUC >= 0.9: "
-                  f"{earliest if earliest is not None else 'none'}",
+                  f"- **held-out AUC at the end: {fmt(last['auc'])}** {ci(last)}, after epoch 1: "
+                  f"**{fmt(epoch1['auc']) if epoch1 else 'n/a'}** {ci(epoch1) if epoch1 else ''}; earliest epoch "
+                  f"with held-out AUC >= 0.9: {earliest if earliest is not None else 'none'}",
                   f"- held-out at the end: balanced accuracy {fmt(last['balanced_accuracy'])}, Kendall tau "
                   f"{fmt(last['kendall_tau'])}, R^2 {fmt(last['r2'])}", "",
-                  "| epoch | held-out AUC | bal. acc. | Kendall tau | R^2 | fit's CV AUC | CV models |",
+                  "| epoch | held-out AUC [95% bootstrap] | bal. acc. | Kendall tau | R^2 | fit's CV AUC | CV models |",
                   "|---|---|---|---|---|---|---|"]
         for c, f in zip(r["curve"], fit.curve):
-            lines.append(f"| {c['step']} | {fmt(c['auc'])} | {fmt(c['balanced_accuracy'])} | "
+            lines.append(f"| {c['step']} | {fmt(c['auc'])} {ci(c)} | {fmt(c['balanced_accuracy'])} | "
                          f"{fmt(c['kendall_tau'])} | {fmt(c['r2'])} | {fmt(f['auc'])} | "
                          f"{f['classifier']} / {f['regressor']} |")
         lines.append("")
