@@ -356,3 +356,20 @@ def test_cache_grows_by_segments_and_survives_damage(fresh):
     run = next(r for r in load_runs(root, progress=False).runs if r.name == name)
     assert_same_as_tensorboard(run, run.path)
     assert load_cache(cache_path, name).sound
+
+
+def test_packed_histograms_round_trip_exactly():
+    from weightwatch.analysis.columns import pack_histograms, unpack_histograms
+    from weightwatch.ops.raw import bin_edges
+
+    rng = np.random.default_rng(5)
+    bins = np.array([64, 3, 0, 64, 7])
+    edges = [bin_edges(-1.5, 2.0, 64), np.array([-3.0, -1.0, 0.5, 9.0]), np.array([0.25]),
+             bin_edges(0.1, 0.1000001, 64), np.sort(rng.normal(size=8))]
+    counts = [rng.integers(0, 50, k).astype(float) for k in bins]
+    counts[1] = np.array([0.5, 1.0, 2.0])  # not integral: stays float64
+    e, c = np.concatenate(edges), np.concatenate(counts)
+    packed = pack_histograms(bins, e, c)
+    assert packed["uniform"].tolist() == [True, False, True, True, False]
+    e2, c2 = unpack_histograms(bins, packed)
+    assert e2.tobytes() == e.tobytes() and c2.tobytes() == c.tobytes()

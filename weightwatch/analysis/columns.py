@@ -259,6 +259,11 @@ def unpack_histograms(bins: np.ndarray, packed: dict[str, np.ndarray]) -> tuple[
 
 def _uniform_edges(bins: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Concatenated equal-width edges, computed as weightwatch.ops.raw.bin_edges does."""
+    if bins.size and (bins == bins[0]).all() and bins[0] > 0:  # the usual case: one bin count, broadcast
+        k = int(bins[0])
+        out = lo[:, None] + (hi - lo)[:, None] * (np.arange(k + 1, dtype=np.float64) / k)[None, :]
+        out[:, -1] = hi
+        return out.reshape(-1)
     i = _ranges(np.zeros(bins.size, np.int64), bins + 1).astype(np.float64)
     k = np.repeat(bins, bins + 1).astype(np.float64)
     lo_r, hi_r = np.repeat(lo, bins + 1), np.repeat(hi, bins + 1)

@@ -264,7 +264,8 @@ def load_run(root: Path, run_dir: Path, *, scalars: bool = True, histograms: str
         return None, why + problems, stats, False
     saved = True
     if cache and (news or gone or not cached.sound):
-        if gone or not cached.sound or not cached.states or cached.segments >= MAX_SEGMENTS:
+        rewritten = any(start == 0 and state.name in cached.states for state, _, start in news)
+        if gone or rewritten or not cached.sound or not cached.states or cached.segments >= MAX_SEGMENTS:
             saved = save_cache(cache_path, name, states)
         else:
             saved = append_cache(cache_path, name, news)
