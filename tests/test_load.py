@@ -373,3 +373,22 @@ def test_packed_histograms_round_trip_exactly():
     assert packed["uniform"].tolist() == [True, False, True, True, False]
     e2, c2 = unpack_histograms(bins, packed)
     assert e2.tobytes() == e.tobytes() and c2.tobytes() == c.tobytes()
+
+
+def test_progress_bar_on_a_terminal_only(population, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    root, _ = population
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        load_runs(root, cache=False)
+        assert ("loading runs" in stream.getvalue()) == shown
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    load_runs(root, cache=False, progress=False)
+    assert terminal.getvalue() == ""

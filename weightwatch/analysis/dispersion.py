@@ -110,16 +110,16 @@ def dispersion_tests(grouping: Grouping, permutations: int = PERMUTATIONS, seed:
     for family in grouping.families:
         high = grouping.members(family, "high")
         low = grouping.members(family, "low")
+        if len(high) < MIN_RUNS or len(low) < MIN_RUNS:
+            out.append(Dispersion(family, "-", len(high), len(low),
+                                  note=f"needs {MIN_RUNS}+ high and {MIN_RUNS}+ low runs"))
+            continue
         roles: dict[str, None] = {}
         finals = {lab.name: role_final(lab.run) for lab in high + low}
         for stats in finals.values():
             roles.update(dict.fromkeys(stats))
         for role in roles:
             test = Dispersion(family, role, len(high), len(low))
-            if len(high) < MIN_RUNS or len(low) < MIN_RUNS:
-                test.note = f"needs {MIN_RUNS}+ high and {MIN_RUNS}+ low runs"
-                out.append(test)
-                continue
             names = tuple(f for f in FEATURES if all(math.isfinite(getattr(finals[lab.name].get(role, Pooled(
                 math.nan, math.nan)), f)) for lab in high + low))
             if not {"mean", "std"} <= set(names):

@@ -427,9 +427,8 @@ def write_figures(c: Comparison, out: Path) -> list[Figure]:
             by_arch.setdefault(lab.run.architecture or "?", []).append(lab)
         for arch, runs in sorted(by_arch.items()):
             if len(runs) < TSNE_MIN_RUNS:
-                for lab in runs:
-                    c.problem(lab.name, f"left out of the t-SNE: only {len(runs)} runs share its architecture "
-                                        f"{arch} (needs {TSNE_MIN_RUNS})")
+                c.warnings.append(f"{family}: no t-SNE for architecture {arch}: {len(runs)} runs have it, "
+                                  f"{TSNE_MIN_RUNS} needed")
                 continue
             fig, problems = tsne(runs, metric)
             for p in problems:
