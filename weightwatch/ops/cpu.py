@@ -31,6 +31,8 @@ _kernels: tuple | None = None
 # Interleaved sub-histograms: consecutive entries often land in the same bin,
 # and incrementing one counter back to back stalls on the store.
 _LANES = 4
+# Kernels smaller than this run on the calling thread alone.
+_PARALLEL_FROM = 1 << 16
 
 
 def _compile():
@@ -97,14 +99,18 @@ def _compile():
         counts = hist.sum(axis=0).sum(axis=0)
         return row_sum, row_abs, row_sum.sum(), sqs.sum(), counts, col.sum(axis=0)
 
-    def threads() -> int:
-        """Threads for the kernels: torch's intra-op count when torch is in use
-        (it honours OMP_NUM_THREADS, torch.set_num_threads and launchers that
-        split the cores between processes), else numba's default."""
-        torch = sys.modules.get("torch")
-        n = numba.config.NUMBA_NUM_THREADS
-        if torch is not None and hasattr(torch, "get_num_threads"):
-            n = max(1, min(n, torch.get_num_threads()))
+    def threads(size: int) -> int:
+        """Threads for a kernel of ``size`` entries: one for small kernels (waking
+        other threads costs more than it saves, and on a busy machine a parallel
+        region waits for the slowest thread), else torch's intra-op count when
+        torch is in use (it honours OMP_NUM_THREADS, torch.set_num_threads and
+        launchers that split the cores between processes), else numba's default."""
+        n = 1
+        if size >= _PARALLEL_FROM:
+            n = numba.config.NUMBA_NUM_THREADS
+            torch = sys.modules.get("torch")
+            if torch is not None and hasattr(torch, "get_num_threads"):
+                n = max(1, min(n, torch.get_num_threads()))
         numba.set_num_threads(n)
         return n
 
@@ -145,7 +151,7 @@ def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 
     """
     range_fast, sweep_fast, threads = _compile()
     w = as_matrix(kernel, nodes)
-    nblocks = max(1, min(w.shape[0], 4 * threads()))
+    nblocks = max(1, min(w.shape[0], 4 * threads(w.size)))
     lo, hi, probe = range_fast(w, nblocks)
     bad = None
     if not np.isfinite(probe):
