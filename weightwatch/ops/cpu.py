@@ -2,7 +2,7 @@
 
 Two parallel passes over a kernel viewed as a (nodes, fan_in) matrix:
 
-1. the minimum and maximum, and a probe that is NaN when any entry is not finite;
+1. the minimum and maximum (infinite when an entry is) and the number of NaNs;
 2. in one sweep, per node the signed and absolute row sums, the total sum of
    squares (float64 accumulators) and the exact histogram over [min, max].
 
@@ -42,7 +42,7 @@ def _compile():
     import numba
     from numba import njit, prange
 
-    fast = {"reassoc", "contract"}  # not "nnan": the probe relies on NaN propagating
+    fast = {"reassoc", "contract"}  # not "nnan"/"ninf": NaN and Inf must behave as IEEE says
 
     @njit(parallel=True, fastmath=fast, cache=True, nogil=True)
     def range_fast(w, nblocks):  # pragma: no cover - compiled
@@ -50,21 +50,21 @@ def _compile():
         per = (rows + nblocks - 1) // nblocks
         mins = np.full(nblocks, np.inf)
         maxs = np.full(nblocks, -np.inf)
-        probes = np.zeros(nblocks)
+        nans = np.zeros(nblocks, np.int64)
         for b in prange(nblocks):
             lo = w.dtype.type(np.inf)
             hi = w.dtype.type(-np.inf)
-            probe = w.dtype.type(0.0)
+            nan = 0
             for i in range(b * per, min(rows, (b + 1) * per)):
                 for j in range(cols):
                     x = w[i, j]
-                    lo = min(lo, x)
+                    lo = min(lo, x)  # a NaN never wins a comparison: min/max skip it
                     hi = max(hi, x)
-                    probe += x * 0  # NaN as soon as one entry is NaN or +-Inf
+                    nan += x != x  # an integer count vectorises; a float NaN probe does not
             mins[b] = lo
             maxs[b] = hi
-            probes[b] = probe
-        return mins.min(), maxs.max(), probes.sum()
+            nans[b] = nan
+        return mins.min(), maxs.max(), nans.sum()
 
     @njit(parallel=True, fastmath=fast, cache=True, nogil=True)
     def sweep_fast(w, lo, scale, bins, nblocks, want_cols):  # pragma: no cover - compiled
@@ -152,9 +152,9 @@ def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 
     range_fast, sweep_fast, threads = _compile()
     w = as_matrix(kernel, nodes)
     nblocks = max(1, min(w.shape[0], 4 * threads(w.size)))
-    lo, hi, probe = range_fast(w, nblocks)
+    lo, hi, nans = range_fast(w, nblocks)
     bad = None
-    if not np.isfinite(probe):
+    if nans or not (np.isfinite(lo) and np.isfinite(hi)):
         w, lo, hi, bad, fill = _finite_range(w)
     finite = bool(np.isfinite(lo))
     rlo, rhi = histogram_range(float(lo), float(hi), finite)
