@@ -392,3 +392,12 @@ def test_progress_bar_on_a_terminal_only(population, monkeypatch):
     monkeypatch.setattr(sys, "stderr", terminal)
     load_runs(root, cache=False, progress=False)
     assert terminal.getvalue() == ""
+
+
+def test_hugging_face_eval_accuracy_is_found_before_train_accuracy():
+    from weightwatch.analysis.load import find_metric
+    from weightwatch.analysis.run import Run, Series
+
+    s = Series(np.array([0]), np.array([0.5]))
+    run = Run("r", Path("r"), scalars={"accuracy": s, "eval_accuracy": s, "loss": s})
+    assert find_metric(run) == "eval_accuracy"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .load import final_metric, find_metric
+from .load import METRIC_NAMES, final_metric, find_metric
 from .run import Run
 
 GROUPS = ("non", "low", "mid", "high")
@@ -212,7 +212,7 @@ def group_runs(runs: Sequence[Run], metric: str | None = None,
     """Label and group ``runs`` (see the module doc).
 
     Args:
-        metric: the metric tag; None tries val_accuracy, accuracy, test_accuracy, acc.
+        metric: the metric tag; None tries val_accuracy, eval_accuracy, accuracy, test_accuracy, acc.
         thresholds: (a, b) with a <= b, the same for every family; None clusters each family.
     """
     if thresholds is not None and not thresholds[0] <= thresholds[1]:
@@ -222,7 +222,7 @@ def group_runs(runs: Sequence[Run], metric: str | None = None,
     for run in sorted(runs, key=lambda r: r.name):
         found = final_metric(run, metric)
         if found is None:
-            wanted = metric or " / ".join(("val_accuracy", "accuracy", "test_accuracy", "acc"))
+            wanted = metric or " / ".join(METRIC_NAMES)
             users = sorted(t for t in run.scalars if not t.startswith(("weights/", "bias/", "node_strength/")))
             unlabelled[run.name] = f"no {wanted} scalar (its scalars: {', '.join(users[:8]) or 'none'})"
             continue

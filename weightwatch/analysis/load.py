@@ -42,7 +42,7 @@ POPULATION_MARKER = "weightwatch-population.json"
 #: Run info written by the integrations (see :mod:`weightwatch.recorder`).
 RUN_INFO_FILE = "weightwatch.json"
 #: The metric tags tried, in this order, when none is named.
-METRIC_NAMES = ("val_accuracy", "accuracy", "test_accuracy", "acc")
+METRIC_NAMES = ("val_accuracy", "eval_accuracy", "accuracy", "test_accuracy", "acc")  # eval_: Hugging Face
 #: Bytes read from an event file at a time.
 CHUNK_BYTES = 16 << 20
 #: Below this many bytes of event files in all, loading stays in this process.
@@ -141,7 +141,7 @@ def final_metric(run: Run, metric: str | None = None) -> tuple[str, float] | Non
     """(tag, value at the last step) of the run's metric, or None when it has none.
 
     The metric is ``metric`` when given, else the first found of
-    val_accuracy, accuracy, test_accuracy, acc (see :func:`find_metric`).
+    val_accuracy, eval_accuracy, accuracy, test_accuracy, acc (see :func:`find_metric`).
     """
     tag = find_metric(run, metric)
     if tag is None or run.scalars[tag].values.size == 0:

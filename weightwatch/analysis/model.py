@@ -167,7 +167,7 @@ def population_features(runs: Sequence[Run], metric: str | None = None) -> Popul
         tables.append(table)
         values.append(found[1])
     if chosen is None:
-        raise ValueError("no run has a metric to learn from (looked for val_accuracy, accuracy, test_accuracy, acc); "
+        raise ValueError("no run has a metric to learn from (looked for val_accuracy, eval_accuracy, accuracy, test_accuracy, acc); "
                          "name one with --metric")
     return Population(chosen, labelled, tables, np.array(values, dtype=np.float64), unlabelled)
 
@@ -481,7 +481,7 @@ def add_fit_arguments(parser: Any) -> None:
     """The arguments of ``weightwatch fit`` (an argparse parser)."""
     parser.add_argument("path", help="directory holding the labelled runs (any depth)")
     parser.add_argument("-o", "--output", default="reference.ww", help="the reference file to write")
-    parser.add_argument("--metric", help="final-metric tag (default: val_accuracy, accuracy, test_accuracy, acc)")
+    parser.add_argument("--metric", help="final-metric tag (default: val_accuracy, eval_accuracy, accuracy, test_accuracy, acc)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--threshold", type=float, help="optimal: final metric >= THRESHOLD (default: the high group)")
     group.add_argument("--top", type=float, help="optimal: the best fraction TOP of the runs (0.5: the better half)")
