@@ -24,7 +24,8 @@ from pathlib import Path
 import crc32c as _crc32c
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
-_MASK_DELTA = 0xA282EAD8
+#: Added to the rotated CRC32C in TFRecord framing (shared with the loader).
+MASK_DELTA = 0xA282EAD8
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 
@@ -32,7 +33,7 @@ _CRC = struct.Struct("<I")
 def masked_crc32c(data: bytes) -> int:
     """The CRC32C of ``data`` masked the way TFRecord files store it."""
     crc = _crc32c.crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + MASK_DELTA) & 0xFFFFFFFF
 
 
 def frame_record(data: bytes) -> bytes:

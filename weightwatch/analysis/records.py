@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import crc32c as _crc32c
 import numpy as np
 
-from weightwatch.events import _MASK_DELTA as MASK_DELTA
+from weightwatch.events import MASK_DELTA
 
 _HEADER = 12  # uint64 length, uint32 masked CRC of the 8 length bytes
 _FOOTER = 4  # uint32 masked CRC of the data
