@@ -111,6 +111,33 @@ def train_run(log_dir: Path, family: str, init: float | str, seed: int, epochs: 
     return Truth(family, init, seed, val, acc, losses)
 
 
+def train_watched(model, log_dir: Path, epochs: int, after_epoch=None, **watch_kwargs):
+    """Adam (lr 1e-2) on the digits under ``WeightWatch(model, log_dir, **watch_kwargs)``,
+    logging val_accuracy each epoch; ``after_epoch(ww, epoch, acc)`` returning True ends it.
+
+    Returns (ww, the last val_accuracy, epochs trained).
+    """
+    import torch
+
+    from weightwatch.integrations.torch import WeightWatch
+
+    xtr, ytr, xva, yva = _digits()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with WeightWatch(model, log_dir, **watch_kwargs) as ww:
+        for epoch in range(epochs):
+            for i in range(0, len(xtr), 64):
+                loss = torch.nn.functional.cross_entropy(model(xtr[i:i + 64]), ytr[i:i + 64])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                acc = float((model(xva).argmax(1) == yva).float().mean())
+            ww.log(epoch, val_accuracy=acc)
+            if after_epoch is not None and after_epoch(ww, epoch, acc):
+                return ww, acc, epoch + 1
+    return ww, acc, epochs
+
+
 def make_population(root: str | Path, runs: int = 20, epochs: int = 3, seed: int = 0) -> dict[str, Truth]:
     """Train ``runs`` runs into ``root/<family>/<name>``; returns run name -> :class:`Truth`.
 

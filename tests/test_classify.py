@@ -18,7 +18,6 @@ from weightwatch.analysis.features import FEATURE_NAMES, run_features
 from weightwatch.analysis.load import final_metric, load_runs
 from weightwatch.analysis.model import _classifiers, _regressors, export, make_labels, population_features
 from weightwatch.analysis.reference import JSON_MEMBER, Reference, ReferenceError, classify_runs
-from weightwatch.integrations.torch import WeightWatch
 
 
 @pytest.fixture(scope="module")
@@ -214,20 +213,11 @@ def test_live_score_is_what_classify_says_afterwards(pop, tmp_path):
     """WeightWatch(reference=) logs P(optimal) and the predicted accuracy at each record; reading
     the finished run back and classifying it at each step gives the same numbers."""
     torch.manual_seed(7)
-    xtr, ytr, xva, yva = populations._digits()
-    model = populations.make_model("mlp", 0.1)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    with WeightWatch(model, tmp_path / "live", reference=pop.reference) as ww:
-        for epoch in range(EPOCHS):
-            for i in range(0, len(xtr), 64):
-                loss = torch.nn.functional.cross_entropy(model(xtr[i:i + 64]), ytr[i:i + 64])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            with torch.no_grad():
-                val = float((model(xva).argmax(1) == yva).float().mean())
-            ww.log(epoch, val_accuracy=val)
-            assert ww.score.step == epoch and ww.score.model_step == epoch
+    steps = []
+    ww, _, _ = populations.train_watched(
+        populations.make_model("mlp", 0.1), tmp_path / "live", EPOCHS, reference=pop.reference,
+        after_epoch=lambda ww, epoch, acc: steps.append((ww.score.step, ww.score.model_step)))
+    assert steps == [(e, e) for e in range(EPOCHS)]
     run = load_runs(tmp_path / "live", progress=False, cache=False).runs[0]
     ref = Reference.load(pop.reference)
     logged_p = run.scalars["weightwatch/p_optimal"]

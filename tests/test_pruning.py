@@ -11,7 +11,6 @@ import torch
 import populations
 from reference_population import EPOCHS, per_step_reference, shared
 from weightwatch.analysis.live import StopRule, stop_rule
-from weightwatch.integrations.torch import WeightWatch
 
 
 @pytest.fixture(scope="module")
@@ -34,21 +33,7 @@ def test_stop_rule():
 
 def train(model, log_dir, reference, epochs=EPOCHS, after_epoch=None, **kw):
     """Adam on the digits, logging val_accuracy each epoch; ``after_epoch(ww, epoch, acc)`` may end it."""
-    xtr, ytr, xva, yva = populations._digits()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    with WeightWatch(model, log_dir, reference=reference, **kw) as ww:
-        for epoch in range(epochs):
-            for i in range(0, len(xtr), 64):
-                loss = torch.nn.functional.cross_entropy(model(xtr[i:i + 64]), ytr[i:i + 64])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            with torch.no_grad():
-                acc = float((model(xva).argmax(1) == yva).float().mean())
-            ww.log(epoch, val_accuracy=acc)
-            if after_epoch is not None and after_epoch(ww, epoch, acc):
-                return ww, acc, epoch + 1
-    return ww, acc, epochs
+    return populations.train_watched(model, log_dir, epochs, after_epoch, reference=reference, **kw)
 
 
 def test_plain_loop_stop_option(pop, tmp_path):
