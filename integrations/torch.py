@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +19,13 @@ from weightwatch._optional import require
 torch = require("torch", "torch", "weightwatch.integrations.torch")
 nn = torch.nn
 
+from weightwatch.integrations._callback import Run, Schedule, as_schedule, check_every  # noqa: E402
 from weightwatch.layers import LayerInfo, LayerTensors, override_roles, select  # noqa: E402
-from weightwatch.recorder import Recorder  # noqa: E402
 
 __all__ = ["WeightWatch", "discover_layers", "every_n"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm)
-Schedule = Callable[[int], bool]
 
 
 @dataclass(frozen=True)
@@ -162,9 +161,9 @@ def every_n(n: int) -> Schedule:
     >>> [s for s in range(7) if every_n(3)(s)]
     [0, 3, 6]
     """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"every_n needs a positive integer, got {n!r}")
-    return lambda step: step % n == 0
+    if n is None:
+        raise ValueError("every_n needs a positive integer, got None")
+    return as_schedule(check_every(n, "every_n"))
 
 
 class WeightWatch:
@@ -194,51 +193,47 @@ class WeightWatch:
                  stop: Any = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"WeightWatch needs a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(schedule, int) and not isinstance(schedule, bool):
-            schedule = every_n(schedule)
-        elif schedule is not None and not callable(schedule):
-            raise TypeError(f"schedule must be a callable step -> bool, an int or None, got {schedule!r}")
         self.model = model
-        self.schedule = schedule
-        pairs = discover_layers(model, include, exclude, roles)
-        self.layers = [info for info, _ in pairs]
-        self._sources = [source for _, source in pairs]
-        self.recorder = Recorder(log_dir, self.layers, hparams=hparams, bins=bins, framework="torch")
-        self.log_dir = self.recorder.log_dir
-        self.scorer = None
-        if reference is not None:
-            from weightwatch.analysis.live import LiveScorer
-
-            self.scorer = LiveScorer.for_recorder(reference, self.recorder, stop)
+        self.schedule = as_schedule(schedule)
+        # the same engine the Keras / Lightning / HF callbacks drive
+        self.run = Run(log_dir, discover_layers(model, include, exclude, roles), hparams=hparams, bins=bins,
+                       framework="torch", reference=reference, stop=stop)
+        self.layers = self.run.layers
+        self.recorder = self.run.recorder
+        self.log_dir = self.run.log_dir
 
     def tensors(self) -> list[LayerTensors]:
         """The current kernels and biases (views of the parameters, no copies)."""
-        return [source.tensors() for source in self._sources]
+        return self.run.tensors()
 
     def log(self, step: int, **metrics: Any) -> bool:
-        """Write ``metrics`` at ``step``, and the weights' statistics when the schedule says so.
+        """Write ``metrics`` at ``step``, and the weights' statistics when the schedule says so
+        (once per step: logging a step again writes only its metrics).
 
         Returns whether the weights were recorded.
         """
-        record = self.schedule is None or bool(self.schedule(step))
+        record = bool(self.schedule(step)) and self.run.weights_step != step
         with torch.no_grad():
-            snapshot = self.recorder.log(step, self.tensors() if record else None, metrics)
-        if self.scorer is not None:
-            self.scorer.log(self.recorder, snapshot)
+            self.run.log(step, metrics, weights=record)
         return record
+
+    @property
+    def scorer(self) -> Any:
+        """The live scorer (see :mod:`weightwatch.analysis.live`), or None without a reference."""
+        return self.run.scorer
 
     @property
     def score(self) -> Any:
         """The reference's latest verdict (a ``Score``), or None (no reference, nothing recorded yet)."""
-        return self.scorer.score if self.scorer is not None else None
+        return self.run.scorer.score if self.run.scorer is not None else None
 
     @property
     def should_stop(self) -> bool:
         """Whether the ``stop`` rule says to stop training now."""
-        return self.scorer is not None and self.scorer.should_stop
+        return self.run.should_stop
 
     def close(self, success: bool = True) -> None:
-        self.recorder.close(success)
+        self.run.close(success)
 
     def __enter__(self) -> WeightWatch:
         return self

@@ -166,3 +166,12 @@ def test_missing_torch_names_the_extra():
             "try:\n    import weightwatch.integrations.torch\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pip install 'weightwatch[torch]'" in out
+
+
+def test_a_step_logged_twice_records_the_weights_once(tmp_path):
+    with WeightWatch(nn.Linear(3, 2), tmp_path / "run") as ww:
+        assert ww.log(0, loss=1.0) is True
+        assert ww.log(0, accuracy=0.5) is False  # metrics only: the weights of step 0 are written
+        assert ww.log(1) is True
+    assert scalar_steps(tmp_path / "run", "weights/linear/mean") == [0, 1]
+    assert scalar_steps(tmp_path / "run", "accuracy") == [0]
