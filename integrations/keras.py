@@ -61,7 +61,7 @@ def _import_keras() -> Any:
 
 keras = _import_keras()
 
-from weightwatch.layers import LayerInfo, LayerTensors, override_roles, select  # noqa: E402
+from weightwatch.layers import LayerInfo, LayerTensors, finish_discovery  # noqa: E402
 
 from ._callback import Run, Schedule, WatchingCallback, check_every, scalar_metrics  # noqa: E402
 
@@ -312,26 +312,7 @@ def discover_layers(model: Any, include: Sequence[str] | None = None, exclude: S
             + ". Supported: Dense, Conv1D/2D/3D, MultiHeadAttention, Layer/Batch/Group/RMSNormalization, "
             "Embedding."
         )
-    return _finish(found, include, exclude, roles)
-
-
-def _finish(found: list[tuple[LayerInfo, _Source]], include: Sequence[str] | None,
-            exclude: Sequence[str] | None, roles: Mapping[str, str] | None) -> list[tuple[LayerInfo, _Source]]:
-    """The last ``fc`` layer becomes the ``output``; then include / exclude and role overrides."""
-    linear = [i for i, (info, _) in enumerate(found) if info.kind == "linear"]
-    if linear and found[linear[-1]][0].role == "fc":
-        info, source = found[linear[-1]]
-        found[linear[-1]] = (LayerInfo(info.name, info.kind, "output", info.shape, info.heads, info.has_bias),
-                             source)
-    names = set(select([info.name for info, _ in found], include, exclude))
-    if not names:
-        raise ValueError(
-            f"include={include!r} / exclude={exclude!r} leave no layer to watch; "
-            f"the layers are: {[info.name for info, _ in found]}"
-        )
-    kept = [pair for pair in found if pair[0].name in names]
-    infos = override_roles([info for info, _ in kept], roles)
-    return [(info, source) for info, (_, source) in zip(infos, kept)]
+    return finish_discovery(found, include, exclude, roles)
 
 
 class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):

@@ -20,7 +20,7 @@ torch = require("torch", "torch", "weightwatch.integrations.torch")
 nn = torch.nn
 
 from weightwatch.integrations._callback import Run, Schedule, as_schedule, check_every  # noqa: E402
-from weightwatch.layers import LayerInfo, LayerTensors, override_roles, select  # noqa: E402
+from weightwatch.layers import LayerInfo, LayerTensors, finish_discovery  # noqa: E402
 
 __all__ = ["WeightWatch", "discover_layers", "every_n"]
 
@@ -138,21 +138,7 @@ def discover_layers(model: nn.Module, include: Sequence[str] | None = None, excl
             "Supported: Linear, Conv1d/2d/3d, MultiheadAttention, LayerNorm, GroupNorm, BatchNorm, "
             "RMSNorm, Embedding."
         )
-    # the last fully connected layer is the network's output layer
-    linear_idx = [i for i, (info, _) in enumerate(found) if info.kind == "linear"]
-    if linear_idx and found[linear_idx[-1]][0].role == "fc":
-        info, source = found[linear_idx[-1]]
-        found[linear_idx[-1]] = (LayerInfo(info.name, info.kind, "output", info.shape, info.heads, info.has_bias),
-                                 source)
-    names = select([info.name for info, _ in found], include, exclude)
-    if not names:
-        raise ValueError(
-            f"include={include!r} / exclude={exclude!r} leave no layer to watch; "
-            f"the layers are: {[info.name for info, _ in found]}"
-        )
-    kept = [pair for pair in found if pair[0].name in set(names)]
-    infos = override_roles([info for info, _ in kept], roles)
-    return [(info, source) for info, (_, source) in zip(infos, kept)]
+    return finish_discovery(found, include, exclude, roles)
 
 
 def every_n(n: int) -> Schedule:

@@ -24,7 +24,9 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: The roles the analysis groups layers by (the paper's Attn / MLP / Norm, ...).
 ROLES = ("fc", "conv", "attn", "mlp", "norm", "embed", "output")
@@ -137,6 +139,46 @@ def override_roles(layers: Sequence[LayerInfo], roles: Mapping[str, str] | None)
                 break
         out.append(layer)
     return out
+
+
+def mark_output(layers: Sequence[LayerInfo]) -> list[LayerInfo]:
+    """The network's output layer: the last ``linear`` layer becomes role ``output``.
+
+    Only when that layer still has the default ``fc`` role (an attention
+    block's MLP keeps ``mlp``). The one rule every integration and the
+    analysis use, so a run's roles never depend on where it was logged.
+
+    >>> out = mark_output([LayerInfo("fc1", "linear", "fc", (4, 2)), LayerInfo("fc2", "linear", "fc", (3, 4))])
+    >>> [layer.role for layer in out]
+    ['fc', 'output']
+    """
+    out = list(layers)
+    linear = [i for i, layer in enumerate(out) if layer.kind == "linear"]
+    if linear and out[linear[-1]].role == "fc":
+        last = out[linear[-1]]
+        out[linear[-1]] = LayerInfo(last.name, last.kind, "output", last.shape, last.heads, last.has_bias)
+    return out
+
+
+def finish_discovery(found: Sequence[tuple[LayerInfo, T]], include: Sequence[str] | None,
+                     exclude: Sequence[str] | None, roles: Mapping[str, str] | None) -> list[tuple[LayerInfo, T]]:
+    """Every integration's last discovery step, on ``(info, source)`` pairs in model order.
+
+    Marks the output layer (:func:`mark_output`, before filtering, so leaving
+    layers out never moves it), keeps the names ``include`` / ``exclude``
+    select, then applies the ``roles`` overrides. Raises ``ValueError`` naming
+    the layers when the filters leave none.
+    """
+    infos = mark_output([info for info, _ in found])
+    names = set(select([info.name for info in infos], include, exclude))
+    if not names:
+        raise ValueError(
+            f"include={include!r} / exclude={exclude!r} leave no layer to watch; "
+            f"the layers are: {[info.name for info in infos]}"
+        )
+    kept = [(info, source) for info, (_, source) in zip(infos, found) if info.name in names]
+    overridden = override_roles([info for info, _ in kept], roles)
+    return [(info, source) for info, (_, source) in zip(overridden, kept)]
 
 
 def consecutive_pairs(layers: Sequence[LayerInfo]) -> dict[int, int]:

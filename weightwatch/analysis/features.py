@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from weightwatch.layers import NODE_KINDS, LayerInfo
+from weightwatch.layers import NODE_KINDS, LayerInfo, mark_output
 from weightwatch.tags import ALL, BIAS, STRENGTH, WEIGHTS
 
 from .run import HistogramSeries, Run
@@ -142,11 +142,7 @@ def _layers_of(run: Run) -> list[LayerInfo]:
     kind = {n: "linear" if f"{STRENGTH}/{n}/mean" in run.scalars else "norm" for n in names}
     out = [LayerInfo(n, kind[n], "fc" if kind[n] == "linear" else "norm", (1, 1) if kind[n] == "linear" else (1,))
            for n in names]
-    linear = [i for i, layer in enumerate(out) if layer.kind == "linear"]
-    if linear:
-        i = linear[-1]
-        out[i] = LayerInfo(out[i].name, "linear", "output", out[i].shape)
-    return out
+    return mark_output(out)
 
 
 def record_steps(run: Run) -> np.ndarray:
