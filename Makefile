@@ -9,7 +9,7 @@ EXTRAS := torch,keras,lightning,hf,optuna,ray,analysis,dev
 export MPLBACKEND := agg
 export KERAS_BACKEND ?= torch
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench paper clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,11 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/overhead.py
+
+# the seed paper on Fashion-MNIST (benchmarks/paper/RESULTS.md); SCALE=smoke|default|paper
+SCALE ?= default
+paper: install
+	$(PY) -m benchmarks.paper --scale $(SCALE) --out runs/paper
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs report

@@ -53,6 +53,8 @@ def analyse(out: Path, trained: dict) -> dict:
                                               "--no-tensorboard", "--out", str(out / "report-train"))
     if held is None:
         raise RuntimeError(f"weightwatch compare failed: {held_err} ({held_cmd})")
+    for name, result in (("compare-heldout.json", held), ("compare-train.json", train)):
+        (out / name).write_text(json.dumps(result, indent=1))  # what the table was made from
     fits = {}
     (out / "fit").mkdir(exist_ok=True)
     for family in FAMILIES:
