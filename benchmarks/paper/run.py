@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -28,6 +29,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``benchmarks.paper`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     __package__ = "benchmarks.paper"
+
+import torch  # noqa: E402
 
 from benchmarks.paper.data import load_images  # noqa: E402
 from benchmarks.paper.models import FAMILIES  # noqa: E402
@@ -44,7 +47,8 @@ def train_all(scale_name: str, out: Path, say=print) -> dict:
     scale = SCALES[scale_name]
     images = load_images(warn=lambda m: say(f"NOTE: {m}"))
     runs = out / "runs"
-    done: dict = {"scale": scale_name, "dataset": images.name, "families": {}}
+    done: dict = {"scale": scale_name, "dataset": images.name, "families": {},
+                  "machine": f"{os.cpu_count()} CPU cores (torch {torch.__version__}, {torch.get_num_threads()} threads)"}
     for family in FAMILIES:
         configs = family_configs(family, scale)
         data = images.subset(scale.train_images[family], scale.test_images[family])
@@ -77,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out / args.scale
     results = args.results or (out / "RESULTS.md" if args.scale == "smoke" else HERE / "RESULTS.md")
-    t0 = time.perf_counter()
     trained = out / "train.json"
     if args.retrain or not trained.exists():
         if out.exists():
@@ -87,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         done = json.loads(trained.read_text())
         print(f"using the runs already trained in {out} (--retrain to train again)")
+    t0 = time.perf_counter()
     analysis = analyse(out, done)
-    analysis["seconds"] = round(time.perf_counter() - t0, 1)
+    analysis["analysis_seconds"] = round(time.perf_counter() - t0, 1)
     path = write_results(analysis, SCALES[args.scale], results, command=" ".join(
         ["python -m benchmarks.paper", f"--scale {args.scale}", f"--out {args.out}"]))
     print(f"wrote {path}")
