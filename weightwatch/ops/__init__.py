@@ -1,64 +1,86 @@
 """Per-layer reductions, dispatched by where the weights live.
 
-- arrays in host memory (numpy, torch CPU tensors, jax CPU arrays, Keras
-  variables on those backends) go to the fused numba kernels in :mod:`.cpu`,
-  viewed without copying;
-- torch tensors on an accelerator go to :mod:`.torch_device`, computed there,
-  with one small transfer to the host per call.
+- numpy arrays and torch CPU tensors go to the fused numba kernels in
+  :mod:`.cpu`, viewed without copying;
+- torch tensors on an accelerator go to :mod:`.torch_device`, and jax arrays
+  and tensorflow tensors wherever they live (CPU included: they are read
+  through their framework, not copied out) to :mod:`.jax_device` and
+  :mod:`.tf_device`; each is computed there with the framework's own ops, with
+  one small transfer to the host per call.
 
-No framework is imported here: arrays are recognised by their type's module.
+No framework is imported here: arrays are recognised by their type's module,
+and a framework's device module (which imports it) is loaded only when a
+tensor of that framework is handed over.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .raw import RawLayer
-from .torch_device import KernelJob, reduce_on_device
+from .raw import KernelJob, RawLayer
 
-__all__ = ["KernelJob", "RawLayer", "reduce_jobs", "to_numpy"]
+__all__ = ["KernelJob", "RawLayer", "framework_of", "reduce_jobs", "to_numpy"]
+
+#: top-level module of an array's type -> the framework it belongs to
+_FRAMEWORKS = {"torch": "torch", "jax": "jax", "jaxlib": "jax", "tensorflow": "tensorflow"}
+#: framework -> the module holding its ``reduce_on_device``
+_DEVICE_MODULES = {"torch": ".torch_device", "jax": ".jax_device", "tensorflow": ".tf_device"}
 
 
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.split(".")[0] == "torch"
+def framework_of(x: Any) -> str | None:
+    """``"torch"``, ``"jax"`` or ``"tensorflow"`` for an array of that framework, else None (numpy, lists)."""
+    return _FRAMEWORKS.get(type(x).__module__.split(".")[0])
 
 
-def _on_accelerator(x: Any) -> bool:
-    return _is_torch(x) and x.device.type != "cpu"
+def _framework_ops_by_default(x: Any, framework: str | None) -> bool:
+    """Whether ``x`` is reduced with its framework's ops when the caller does not say: torch
+    tensors on an accelerator (a CPU tensor is a free numpy view for the numba kernels), every
+    jax array and tensorflow tensor (their CPU arrays too: the framework's fused ops, no copy)."""
+    if framework == "torch":
+        return x.device.type != "cpu"
+    return framework in ("jax", "tensorflow")
 
 
 def to_numpy(x: Any) -> np.ndarray:
     """A host numpy view of ``x`` (no copy for float32/float64 host tensors)."""
     if isinstance(x, np.ndarray):
         return x
-    if _is_torch(x):
+    if framework_of(x) == "torch":
         t = x.detach()
         if t.device.type != "cpu":
             t = t.cpu()
         if not t.is_floating_point() or t.dtype.itemsize < 4:  # float16 / bfloat16 have no numpy view
             t = t.float()
         return t.numpy()
-    return np.asarray(x)
+    return np.asarray(x)  # jax / tensorflow: their __array__; bfloat16 comes as ml_dtypes' type
 
 
 def reduce_jobs(jobs: Sequence[KernelJob], bins: int, *, on_device: bool | None = None) -> list[RawLayer]:
     """Reduce every job; results in the order of ``jobs``.
 
     Args:
-        on_device: None picks per job (accelerator tensors on the device, the
-            rest on the CPU kernels); True forces the torch-op path for torch
-            tensors even on the CPU (tests use it to check both paths agree).
+        on_device: None picks per job (torch accelerator tensors, and jax /
+            tensorflow arrays, with their framework's ops where they live; numpy
+            and torch CPU tensors on the CPU kernels); True forces the framework-op
+            path for every torch / jax / tensorflow tensor, False the CPU kernels
+            (tests use both to check the paths agree).
     """
     from .cpu import reduce_kernel
 
-    device_idx = [i for i, job in enumerate(jobs)
-                  if _is_torch(job.kernel) and (on_device or (on_device is None and _on_accelerator(job.kernel)))]
+    by_framework: dict[str, list[int]] = {}
+    for i, job in enumerate(jobs):
+        framework = framework_of(job.kernel)
+        if framework and (on_device or (on_device is None and _framework_ops_by_default(job.kernel, framework))):
+            by_framework.setdefault(framework, []).append(i)
     results: list[RawLayer | None] = [None] * len(jobs)
-    for i, raw in zip(device_idx, reduce_on_device([jobs[i] for i in device_idx], bins)):
-        results[i] = raw
+    for framework, indices in by_framework.items():
+        device = importlib.import_module(_DEVICE_MODULES[framework], __name__)
+        for i, raw in zip(indices, device.reduce_on_device([jobs[i] for i in indices], bins)):
+            results[i] = raw
     for i, job in enumerate(jobs):
         if results[i] is not None:
             continue

@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class KernelJob:
+    """One kernel to reduce: see :func:`weightwatch.ops.cpu.reduce_kernel` for the fields.
+
+    ``kernel`` and ``bias`` are arrays of any framework (numpy, torch, jax,
+    tensorflow), in the core's layout.
+    """
+
+    kernel: Any
+    nodes: int
+    input_units: int = 0
+    bias: Any | None = None
+    sample: np.ndarray | None = None  # flat kernel positions to copy out (the run's sketch)
 
 
 @dataclass

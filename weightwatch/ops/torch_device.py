@@ -13,23 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from .raw import RawLayer, bin_edges, histogram_range
+from .packed import Packing, unpack
+from .raw import KernelJob, RawLayer
 
-
-@dataclass(frozen=True)
-class KernelJob:
-    """One kernel to reduce: see :func:`weightwatch.ops.cpu.reduce_kernel` for the fields."""
-
-    kernel: Any
-    nodes: int
-    input_units: int = 0
-    bias: Any | None = None
-    sample: np.ndarray | None = None  # flat kernel positions to copy out (the run's sketch)
+__all__ = ["KernelJob", "reduce_on_device"]
 
 
 def reduce_on_device(jobs: Sequence[KernelJob], bins: int) -> list[RawLayer]:
@@ -72,25 +62,7 @@ def reduce_on_device(jobs: Sequence[KernelJob], bins: int) -> list[RawLayer]:
             parts.append(bias)
             nbias = bias.numel()
         packed.append(torch.cat(parts))
-        layouts.append((w.numel(), w.shape[0], cols, nsample, nbias))
+        layouts.append(Packing(w.numel(), w.shape[0], cols, nsample, nbias))
 
     host = torch.cat(packed).cpu().numpy() if packed else np.zeros(0)  # the one transfer
-    out = []
-    offset = 0
-    for size, rows, cols, nsample, nbias in layouts:
-        bad, total, total_sq, lo, hi = host[offset:offset + 5]
-        offset += 5
-        finite = bool(bad < size)
-        rlo, rhi = histogram_range(float(lo), float(hi), finite)
-        take = [bins, rows, rows, cols, nsample, nbias]
-        counts, row_sum, row_abs, col_sum, sample, bias = np.split(host[offset:offset + sum(take)], np.cumsum(take)[:-1])
-        offset += sum(take)
-        out.append(RawLayer(
-            count=int(size - bad), nonfinite=int(bad), total=float(total), total_sq=float(total_sq),
-            min=float(lo) if finite else math.nan, max=float(hi) if finite else math.nan,
-            edges=bin_edges(rlo, rhi, bins), counts=counts.astype(np.int64),
-            row_sum=row_sum, row_abs=row_abs,
-            col_sum=col_sum if cols else None, bias=bias if nbias else None,
-            sample=sample.astype(np.float32) if nsample else None,
-        ))
-    return out
+    return unpack(host, layouts, bins)
