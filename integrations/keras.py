@@ -3,9 +3,9 @@
 >>> model.fit(x, y, epochs=20, callbacks=[WeightWatchCallback("runs/exp1")])  # doctest: +SKIP
 
 Layers are found once, when training begins, and each kernel is then read in
-the core's (PyTorch) layout as a view of the backend's array (on the torch
-backend a permuted ``torch.Tensor``, no copy; on other backends a numpy view
-of ``keras.ops.convert_to_numpy``):
+the core's (PyTorch) layout, as the backend's own array where it lives (on
+the torch backend a permuted ``torch.Tensor``, no copy; on jax and tensorflow
+the backend's transpose, on the variable's device), and reduced there:
 
 ==============================  ==========================  ==============================
 Keras layer                     Keras kernel                core layout (a node = a row)
@@ -63,7 +63,8 @@ keras = _import_keras()
 
 from weightwatch.layers import LayerInfo, LayerTensors, finish_discovery  # noqa: E402
 
-from ._callback import Run, Schedule, WatchingCallback, check_every, scalar_metrics  # noqa: E402
+from ._callback import Run, Schedule, WatchingCallback, scalar_metrics  # noqa: E402
+from ._keras_conventions import is_first_process, update_frequency  # noqa: E402
 
 __all__ = ["WeightWatchCallback", "discover_layers"]
 
@@ -81,17 +82,21 @@ Layout = Callable[[Any], Any]
 
 # -- reading the backend's arrays in the core's layout --------------------------------------
 def _array(x: Any) -> Any:
-    """The array behind a Keras variable or tensor: a detached ``torch.Tensor`` on the torch
-    backend (a view, on the variable's device), a numpy array on the others."""
+    """The backend's own array behind a Keras variable or tensor, where it lives: a detached
+    ``torch.Tensor`` (a view) on torch, a ``jax.Array`` on jax, a ``tf.Tensor`` on tensorflow."""
     value = x.value if isinstance(x, keras.Variable) else x
     if type(value).__module__.split(".")[0] == "torch":
         return value.detach()
-    return np.asarray(keras.ops.convert_to_numpy(value))
+    return keras.ops.convert_to_tensor(value)
 
 
 def _permute(x: Any, axes: Sequence[int]) -> Any:
-    """``x`` with its axes reordered, as a view (torch tensor or numpy array)."""
-    return x.permute(*axes) if hasattr(x, "permute") else np.transpose(x, axes)
+    """``x`` with its axes reordered: a view of a torch tensor, the backend's transpose otherwise."""
+    return x.permute(*axes) if hasattr(x, "permute") else keras.ops.transpose(x, axes)
+
+
+def _reshape(x: Any, shape: Sequence[int]) -> Any:
+    return x.reshape(*shape) if hasattr(x, "permute") else keras.ops.reshape(x, shape)
 
 
 def _same(x: Any) -> Any:
@@ -116,18 +121,18 @@ def _after_channels_last(channels: int) -> Layout:
     """
     def layout(x: Any) -> Any:
         out = x.shape[1]
-        return _permute(x.reshape(-1, channels, out), (2, 1, 0)).reshape(out, -1)
+        return _reshape(_permute(_reshape(x, (-1, channels, out)), (2, 1, 0)), (out, -1))
     return layout
 
 
 def _qkv(x: Any) -> Any:
     """(E, heads, head_dim) -> (heads * head_dim, E): node h * head_dim + d is head h's unit d."""
-    return _dense(x.reshape(x.shape[0], -1))
+    return _dense(_reshape(x, (x.shape[0], -1)))
 
 
 def _attention_out(x: Any) -> Any:
     """(heads, head_dim, E_out) -> (E_out, heads * head_dim)."""
-    return _dense(x.reshape(-1, x.shape[-1]))
+    return _dense(_reshape(x, (-1, x.shape[-1])))
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ class _Source:
     def tensors(self) -> LayerTensors:
         kernel = self.layout(_array(getattr(self.layer, self.kernel)))
         bias = getattr(self.layer, self.bias, None) if self.bias else None
-        return LayerTensors(kernel=kernel, bias=_array(bias).reshape(-1) if bias is not None else None)
+        return LayerTensors(kernel=kernel, bias=_reshape(_array(bias), (-1,)) if bias is not None else None)
 
 
 # -- finding the layers ------------------------------------------------------------------------
@@ -316,17 +321,23 @@ def discover_layers(model: Any, include: Sequence[str] | None = None, exclude: S
 
 
 class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
-    """Record per-layer weight statistics of a Keras model during ``model.fit``.
+    """Record per-layer weight statistics of a Keras model during ``model.fit``, on any backend.
 
     Args:
-        log_dir: the run directory (one run per directory), created when training begins.
+        log_dir: the run directory (one run per directory), created when training begins. It may
+            be the ``log_dir`` of a ``keras.callbacks.TensorBoard`` too: that one writes into its
+            ``train/`` and ``validation/`` subdirectories, weightwatch into the directory itself.
         hparams: hyperparameters shown in TensorBoard's HParams dashboard.
         schedule: which epochs record the weights: a callable ``schedule(epoch) -> bool``
             (epoch counted from 0), an int N (every N epochs), or None (every epoch).
-            The epoch's logs (loss, accuracy, val_*, ...) are written at every epoch.
-        every_n_batches: also record the weights every N training batches. The
-            x axis then counts training batches (across epochs) instead of
-            epochs, and an ``epoch`` scalar is written with the epoch's logs.
+            The epoch's logs (loss, accuracy, val_loss, val_accuracy, ... as Keras names
+            them) are written at every epoch.
+        update_freq: as keras.callbacks.TensorBoard: ``"epoch"`` (the x axis counts epochs),
+            ``"batch"`` or an int N: also record the weights, and the batch's logs as
+            ``batch_<name>`` (Keras' running averages), every N training batches. The x axis
+            then counts training batches (across epochs), and an ``epoch`` scalar is written
+            with the epoch's logs.
+        every_n_batches: the older name of ``update_freq=N``.
         include / exclude: glob patterns on layer names.
         roles: ``{"glob": role}`` overrides of the automatic roles.
         bins: histogram bins per layer.
@@ -335,32 +346,41 @@ class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
             with ``stop`` (a P(optimal) threshold, True, or a ``StopRule``) ``model.stop_training``
             is set when the rule says so (see :mod:`weightwatch.analysis.live`).
 
-    The run is closed when ``fit`` ends; a later ``fit`` with the same callback
-    opens a new event file in the same directory.
+    The weights are reduced where they live, with the backend's own ops (see
+    :mod:`weightwatch.ops`). Under ``keras.distribution`` (DataParallel, ModelParallel) on
+    JAX the replicated or sharded variables are read as they are, and only process 0 of a
+    multi-process run writes. The run is closed when ``fit`` ends; a later ``fit`` with the
+    same callback opens a new event file in the same directory.
     """
 
     def __init__(self, log_dir: str | Path = "runs/weightwatch", *, hparams: Mapping[str, Any] | None = None,
-                 schedule: Schedule | int | None = None, every_n_batches: int | None = None,
+                 schedule: Schedule | int | None = None, update_freq: str | int = "epoch",
+                 every_n_batches: int | None = None,
                  include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                  roles: Mapping[str, str] | None = None, bins: int = 64, reference: Any = None,
                  stop: Any = None) -> None:
         super().__init__()
         self._store_options(log_dir, hparams, schedule, include, exclude, roles, bins, reference, stop)
-        self.every_n_batches = check_every(every_n_batches, "every_n_batches")
+        self.every_n_batches = update_frequency(update_freq, every_n_batches)
         self._batches = 0  # training batches seen, across epochs and fits
+        self._writes = True  # False on the processes of a multi-process run that do not write
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        if self._needs_run():
+        self._writes = is_first_process(keras.backend.backend())
+        if self._writes and self._needs_run():
             found = discover_layers(self.model, self.include, self.exclude, self.roles)
             self.run = Run(self.log_dir, found, hparams=self.hparams, bins=self.bins, framework="keras",
                            reference=self.reference, stop=self.stop)
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._batches += 1
-        if self.every_n_batches and self._batches % self.every_n_batches == 0:
-            self._require_run().log(self._batches)
+        if self._writes and self.every_n_batches and self._batches % self.every_n_batches == 0:
+            metrics = {f"batch_{k}": v for k, v in scalar_metrics(logs, drop={"batch", "size"}).items()}
+            self._require_run().log(self._batches, metrics)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        if not self._writes:
+            return
         metrics = scalar_metrics(logs)
         step = epoch
         if self.every_n_batches:
