@@ -376,6 +376,7 @@ class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
         self._batches += 1
         if self._writes and self.every_n_batches and self._batches % self.every_n_batches == 0:
             metrics = {f"batch_{k}": v for k, v in scalar_metrics(logs, drop={"batch", "size"}).items()}
+            _ = self.model  # on JAX, Keras' model property puts the trainer's state back into the variables
             self._require_run().log(self._batches, metrics)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:

@@ -97,10 +97,15 @@ def find_runs(root: str | os.PathLike[str]) -> list[Path]:
     """Directories below ``root`` (root included) holding event files, sorted.
 
     Skips hidden directories (the loader's cache among them) and compare's output.
+    Below a weightwatch run (a directory holding ``weightwatch.json``) only
+    directories that are weightwatch runs themselves count: the ``train/`` and
+    ``validation/`` of a keras.callbacks.TensorBoard sharing its log_dir do not.
     """
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if RUN_INFO_FILE in filenames:
+            dirnames[:] = [d for d in dirnames if os.path.exists(os.path.join(dirpath, d, RUN_INFO_FILE))]
         if POPULATION_MARKER in filenames:
             dirnames[:] = []
             continue
