@@ -216,3 +216,49 @@ def test_no_torch_import_to_log_and_compare(tmp_path):
     assert "torch imported: False exit 0" in proc.stdout, proc.stdout[-2000:]
     assert (tmp_path / "report" / "index.html").is_file()
     assert len(tb_read.event_files(tmp_path / "s1")) == 1
+
+
+DATA_PARALLEL_SCRIPT = """
+import sys
+import jax, keras, numpy as np
+sys.path.insert(0, sys.argv[2])
+from test_keras_backends import digits, digits_cnn
+from weightwatch import ops
+from weightwatch.integrations.keras import WeightWatchCallback
+import weightwatch.ops.jax_device as jax_device
+assert len(jax.devices()) == 2, jax.devices()
+keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+reduced = []
+real = jax_device.reduce_on_device
+def spy(jobs, bins):
+    reduced.extend(len(job.kernel.sharding.device_set) for job in jobs)
+    return real(jobs, bins)
+jax_device.reduce_on_device = spy
+keras.utils.set_random_seed(0)
+xtr, ytr, xva, yva = digits(512)
+model = digits_cnn()
+model.fit(xtr, ytr, validation_data=(xva, yva), epochs=2, batch_size=64, verbose=0,
+          callbacks=[WeightWatchCallback(sys.argv[1], update_freq=3)])
+print("devices per kernel:", sorted(set(reduced)))
+np.savez(sys.argv[1] + "/../kernels.npz",
+         **{n: keras.ops.convert_to_numpy(model.get_layer(n).kernel) for n in ("conv", "fc", "out")})
+"""
+
+
+@pytest.mark.skipif(BACKEND != "jax" or not hasattr(getattr(keras, "distribution", None), "DataParallel"),
+                    reason="keras.distribution.DataParallel runs on the jax backend only")
+def test_data_parallel_on_two_jax_devices_one_writer_exact_numbers(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", DATA_PARALLEL_SCRIPT, str(run), str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "devices per kernel: [2]" in proc.stdout  # replicated on both devices, reduced there
+    assert len(tb_read.event_files(run)) == 1  # one writer
+    sc = tb_read.scalars(tb_read.weightwatch_file(run))
+    kernels = np.load(tmp_path / "kernels.npz")
+    last = sc["weights/fc/mean"][-1][0]  # the end of epoch 2: 384 images, 6 batches of 64 per epoch
+    assert last == 12 and [s for s, _ in sc["batch_loss"]] == [3, 6, 9, 12]
+    for name in ("conv", "fc", "out"):
+        for stat, value in ref.weight_stats(kernels[name]).items():
+            assert tb_read.at(sc[f"weights/{name}/{stat}"], last) == pytest.approx(value, rel=1e-5, abs=1e-7)
