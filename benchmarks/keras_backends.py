@@ -1,6 +1,6 @@
 """Per-epoch overhead of the Keras callback on each backend, beside keras.callbacks.TensorBoard.
 
-One model (Conv2D 32 -> Conv2D 64 -> Flatten -> Dense 512 -> Dense 10, 4.8 M
+One model (Conv2D 32 -> Conv2D 64 -> Flatten -> Dense 512 -> Dense 10, 4.7 M
 weights) trains on random 16x16x3 images for ``--epochs`` epochs of 8 batches,
 on the CPU. The time spent inside each callback's hooks (every ``on_*``
 method Keras calls) is measured per epoch, for:
@@ -11,7 +11,9 @@ method Keras calls) is measured per epoch, for:
   and the epoch's metrics) on the tensorflow backend, where it runs.
 
 Each callback trains its own model (the same seed), so one never waits on the
-other. The first epoch (compilation, tracing) is reported apart; then the
+other. After training, one record's reductions are also timed both ways
+(``Recorder.compute`` with the backend's own ops and with weightwatch's CPU
+kernels), the figures behind which one the callback picks on the CPU. The first epoch (compilation, tracing) is reported apart; then the
 median of the other epochs. Each backend runs in its own interpreter:
 
     python benchmarks/keras_backends.py --pythons "jax=.venv-jax/bin/python tensorflow=.venv-tf/bin/python"
@@ -86,10 +88,24 @@ def worker(epochs: int) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             per_epoch: list[float] = []
             m = model()
-            m.fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=[timed(make(tmp), per_epoch)])
+            callback = make(tmp)
+            m.fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=[timed(callback, per_epoch)])
             out["params"] = int(sum(np.prod(w.shape) for w in m.weights))
             out["callbacks"][label] = per_epoch
+            if label == "weightwatch":
+                out["reduce"] = {str(on): reduce_time(callback.run, on) for on in (True, False)}
     return out
+
+
+def reduce_time(run, on_device: bool, repeats: int = 5) -> float:
+    """Median seconds of one record's reductions (no writing), with the backend's ops or the CPU kernels."""
+    run.recorder.compute(0, run.tensors(), on_device=on_device)  # compile / trace first
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run.recorder.compute(0, run.tensors(), on_device=on_device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def run_backend(backend: str, python: str, epochs: int) -> dict:
@@ -103,12 +119,14 @@ def run_backend(backend: str, python: str, epochs: int) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| backend | callback | first epoch (ms) | later epochs, median (ms) |",
-            "| --- | --- | ---: | ---: |"]
+    rows = ["| backend | callback | first epoch (ms) | later epochs, median (ms) | one record's reductions: "
+            "backend ops / CPU kernels (ms) |", "| --- | --- | ---: | ---: | ---: |"]
     for r in results:
         for label, times in r["callbacks"].items():
             later = statistics.median(times[1:]) if len(times) > 1 else float("nan")
-            rows.append(f"| {r['backend']} | {label} | {times[0] * 1e3:.0f} | {later * 1e3:.1f} |")
+            reduce = (f"{r['reduce']['True'] * 1e3:.0f} / {r['reduce']['False'] * 1e3:.0f}"
+                      if label == "weightwatch" else "")
+            rows.append(f"| {r['backend']} | {label} | {times[0] * 1e3:.0f} | {later * 1e3:.1f} | {reduce} |")
     return "\n".join(rows)
 
 

@@ -1,12 +1,12 @@
 """Per-layer reductions, dispatched by where the weights live.
 
-- numpy arrays and torch CPU tensors go to the fused numba kernels in
-  :mod:`.cpu`, viewed without copying;
-- torch tensors on an accelerator go to :mod:`.torch_device`, and jax arrays
-  and tensorflow tensors wherever they live (CPU included: they are read
-  through their framework, not copied out) to :mod:`.jax_device` and
-  :mod:`.tf_device`; each is computed there with the framework's own ops, with
-  one small transfer to the host per call.
+- numpy arrays, torch CPU tensors and jax CPU arrays go to the fused numba
+  kernels in :mod:`.cpu`, viewed without copying;
+- torch tensors and jax arrays on an accelerator, and tensorflow tensors
+  wherever they live, go to :mod:`.torch_device`, :mod:`.jax_device` and
+  :mod:`.tf_device`: computed there with the framework's own ops, with one
+  small transfer to the host per call. (A tensorflow CPU tensor has no
+  zero-copy numpy view, and TensorFlow's own CPU ops beat copying it out.)
 
 No framework is imported here: arrays are recognised by their type's module,
 and a framework's device module (which imports it) is loaded only when a
@@ -38,11 +38,13 @@ def framework_of(x: Any) -> str | None:
 
 def _framework_ops_by_default(x: Any, framework: str | None) -> bool:
     """Whether ``x`` is reduced with its framework's ops when the caller does not say: torch
-    tensors on an accelerator (a CPU tensor is a free numpy view for the numba kernels), every
-    jax array and tensorflow tensor (their CPU arrays too: the framework's fused ops, no copy)."""
+    tensors and jax arrays off the CPU (on the CPU they are free numpy views for the numba
+    kernels, measured faster there), every tensorflow tensor (no free view)."""
     if framework == "torch":
         return x.device.type != "cpu"
-    return framework in ("jax", "tensorflow")
+    if framework == "jax":
+        return any(d.platform != "cpu" for d in x.devices())
+    return framework == "tensorflow"
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -63,9 +65,9 @@ def reduce_jobs(jobs: Sequence[KernelJob], bins: int, *, on_device: bool | None 
     """Reduce every job; results in the order of ``jobs``.
 
     Args:
-        on_device: None picks per job (torch accelerator tensors, and jax /
-            tensorflow arrays, with their framework's ops where they live; numpy
-            and torch CPU tensors on the CPU kernels); True forces the framework-op
+        on_device: None picks per job (torch / jax accelerator arrays and every
+            tensorflow tensor with their framework's ops where they live; numpy,
+            torch and jax CPU arrays on the CPU kernels); True forces the framework-op
             path for every torch / jax / tensorflow tensor, False the CPU kernels
             (tests use both to check the paths agree).
     """
