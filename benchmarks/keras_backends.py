@@ -144,10 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.pythons.split():
         backend, _, python = item.partition("=")
         pythons[backend] = python
+    load = os.getloadavg()[0]
     results = [run_backend(b, p, args.epochs) for b, p in pythons.items()]
+    load = max(load, os.getloadavg()[0])
     body = (f"Time inside the callback's hooks per epoch (8 batches of 64), {results[0]['params'] / 1e6:.1f} M "
             f"weights (Conv2D 32, Conv2D 64, Dense 512, Dense 10), CPU, Keras {results[0]['keras']}, "
-            f"{args.epochs} epochs; the first epoch includes compilation/tracing.\n\n"
+            f"{args.epochs} epochs; the first epoch includes compilation/tracing. {os.cpu_count()} cores, "
+            f"load average up to {load:.1f} while it ran (other jobs share the machine: compare rows "
+            f"of one run, not runs).\n\n"
             f"    make bench-keras   # = python benchmarks/keras_backends.py --pythons "
             f"\"jax=.venv-jax/bin/python tensorflow=.venv-tf/bin/python\" --epochs {args.epochs}\n\n"
             + table(results))
