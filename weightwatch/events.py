@@ -10,15 +10,23 @@ An event file is a sequence of records, each framed as::
 The protos come from the ``tensorboard`` package (no TensorFlow needed) and the
 checksums from the native ``crc32c`` package: tensorboard's own writer uses a
 pure-Python CRC that runs at a few MB/s, too slow for histogram-heavy logs.
+
+:class:`EventFileWriter` writes on the calling thread; :class:`BackgroundWriter`
+builds, serialises, writes and fsyncs each log's batch of events on a thread
+of its own, one batch in flight at most, so the training thread waits only
+for the maths and a crash loses at most the log in flight.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import struct
 import threading
 import time
+import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import crc32c as _crc32c
@@ -77,11 +85,9 @@ class EventFileWriter:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self.path = self.log_dir / event_file_name()
             self._file = open(self.path, "xb")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise PermissionError(
-                f"weightwatch cannot write event files to log_dir {str(self.log_dir)!r}: "
-                f"{exc.strerror or exc}. Pass a log_dir you can write to."
-            ) from exc
+        except OSError as exc:  # keep the real error (no such directory, not a directory, disk full, ...)
+            raise _same_error(exc, f"weightwatch cannot write event files to log_dir {str(self.log_dir)!r}: "
+                                   f"{exc.strerror or exc}. Pass a log_dir you can write to.") from exc
         self._closed = False
         header = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
         self.write(header)
@@ -92,9 +98,13 @@ class EventFileWriter:
         return self._closed
 
     def write(self, event: event_pb2.Event) -> None:
+        self.write_many([event])
+
+    def write_many(self, events: Sequence[event_pb2.Event]) -> None:
+        """Append ``events`` in one write call (buffered; see :meth:`flush`)."""
         if self._closed:
             raise RuntimeError(f"event file {str(self.path)!r} is already closed")
-        self._file.write(frame_record(event.SerializeToString()))
+        self._file.write(b"".join(frame_record(event.SerializeToString()) for event in events))
 
     def write_summary(self, summary: summary_pb2.Summary, step: int, wall_time: float | None = None) -> None:
         """Write ``summary`` as one event at ``step``."""
@@ -111,10 +121,108 @@ class EventFileWriter:
             return
         self._file.flush()
 
+    def sync(self) -> None:
+        """Flush and fsync: durable even if the machine goes down."""
+        self.flush()
+        if not self._closed:
+            os.fsync(self._file.fileno())
+
     def close(self) -> None:
         if self._closed:
             return
-        self.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._closed = True
+        try:
+            self.sync()
+        finally:
+            self._file.close()
+            self._closed = True
+
+
+def _same_error(exc: OSError, message: str) -> OSError:
+    """An error of ``exc``'s own type and errno (ENOSPC stays a disk-full OSError,
+    ENOENT a FileNotFoundError) with weightwatch's ``message``."""
+    try:
+        return type(exc)(exc.errno, message) if exc.errno is not None else type(exc)(message)
+    except TypeError:  # an OSError subclass with another constructor
+        return OSError(exc.errno, message)
+
+
+#: Builds one batch of events; called on the writer thread.
+BatchJob = Callable[[], Sequence[event_pb2.Event]]
+
+
+class BackgroundWriter:
+    """Writes batches of events to an :class:`EventFileWriter` on a thread of its own.
+
+    :meth:`submit` hands over a job that builds one log call's events (the
+    protos are built and serialised on the writer thread too); the thread
+    writes them in one call, then flushes and fsyncs the file. The queue holds
+    one batch: ``submit`` first waits until the previous batch is on disk, so
+    when a log call returns every earlier one is durable and a crash (even
+    SIGKILL) loses at most the batch in flight. An error on the thread (disk
+    full, ...) is raised, with its own type and errno, by the next
+    :meth:`submit`, :meth:`wait` or :meth:`close`. At interpreter exit pending
+    batches are written (atexit); :meth:`close` drains, then closes the file.
+    """
+
+    def __init__(self, writer: EventFileWriter) -> None:
+        self.writer = writer
+        self._queue: queue.Queue[BatchJob | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"weightwatch-writer {writer.path.name}", daemon=True)
+        self._thread.start()
+        # at interpreter exit (weakref.finalize runs then), write what is pending
+        self._finalizer = weakref.finalize(self, _drain_at_exit, self._queue, self._thread)
+
+    @property
+    def closed(self) -> bool:
+        return self.writer.closed
+
+    def submit(self, job: BatchJob) -> None:
+        """Queue one batch; returns once the previous batch is durable on disk."""
+        self.wait()
+        if self.writer.closed:
+            raise RuntimeError(f"event file {str(self.writer.path)!r} is already closed")
+        self._queue.put(job)
+
+    def wait(self) -> None:
+        """Block until every submitted batch is written and fsynced; raise the thread's error if any."""
+        self._queue.join()
+        if self._error is not None:
+            exc, self._error = self._error, None
+            if isinstance(exc, OSError):
+                raise _same_error(exc, f"weightwatch could not write to the event file {str(self.writer.path)!r}: "
+                                       f"{exc.strerror or exc}. The log calls since the last one that "
+                                       "succeeded are lost; free the disk or pass another log_dir.") from exc
+            raise exc
+
+    def close(self) -> None:
+        """Write what is pending, stop the thread, fsync and close the file. Idempotent."""
+        if self.writer.closed:
+            return
+        try:
+            self.wait()
+        finally:
+            self._queue.put(None)
+            self._thread.join()
+            self._finalizer.detach()
+            self.writer.close()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:  # after a failure, drop batches until the caller has seen it
+                    self.writer.write_many(job())
+                    self.writer.sync()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+
+def _drain_at_exit(pending: queue.Queue, thread: threading.Thread) -> None:
+    """At interpreter exit, let the writer thread finish what was submitted (not the file: close() does)."""
+    if thread.is_alive():
+        pending.join()

@@ -2,7 +2,10 @@
 
 An integration finds the layers once (a list of :class:`LayerInfo`), then at
 each log call passes the current tensors; the :class:`Recorder` reduces them
-(on their own device), builds the statistics and writes one run's event file,
+(on their own device) and builds the statistics on the calling thread; the
+event records and the sketch are built and written on a background thread
+(:class:`weightwatch.events.BackgroundWriter`), one log call in flight at
+most. It writes one run's event file,
 plus ``weightwatch.json`` describing the run (see :data:`RUN_INFO_FILE`) and
 ``weightwatch_sketch.npz``, a fixed-size sample of each kernel (see
 :mod:`weightwatch.sketch`).
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, summaries
-from .events import EventFileWriter
+from .events import BackgroundWriter, EventFileWriter
 from .layers import LayerInfo, LayerTensors, consecutive_pairs
 from .ops import KernelJob, reduce_jobs
 from .sketch import sketch_indices, write_sketch
@@ -93,6 +96,7 @@ class Recorder:
         self._write_run_info()
         self.writer.write_summary(summaries.custom_scalars_summary(names), step=0)
         self.writer.flush()
+        self._background = BackgroundWriter(self.writer)
 
     # -- public -----------------------------------------------------------
     @property
@@ -106,32 +110,29 @@ class Recorder:
         Args:
             step: the x axis in TensorBoard (epoch or global step).
             tensors: one per layer, aligned with ``self.layers``.
-        Everything is flushed to disk before returning.
+        Returns once the statistics are computed; the records are written and
+        fsynced on the background thread. When this returns, every earlier
+        log call is on disk (a crash loses at most this one); :meth:`flush`
+        waits for this one too.
         """
         self._check_open()
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
             raise ValueError(f"step must be a non-negative integer, got {step!r}")
         values = clean_metrics(metrics or {})
-        snapshot = None
-        if tensors is not None:
-            snapshot = self.compute(int(step), tensors)
-            values = {**scalar_tags(snapshot), **values}
+        snapshot = self.compute(int(step), tensors) if tensors is not None else None
         for name in values:
             if name not in self._metric_names and not name.startswith(("weights/", "bias/", "node_strength/")):
                 self._metric_names.append(name)
-        if self._config_written is None and self._metric_names:
-            self._write_hparams()
-        wall = time.time()
-        self.writer.write_summary(summaries.scalars_summary(values), step=step, wall_time=wall)
+        config = self._hparams_events() if self._config_written is None and self._metric_names else []
         if snapshot is not None:
-            for tag, edges, counts, total, total_sq in histogram_tags(snapshot, self.bins):
-                value = summaries.histogram_value(tag, edges, counts, total, total_sq)
-                self.writer.write_summary(summaries.summary_pb2.Summary(value=[value]), step=step, wall_time=wall)
             self.last_snapshot = snapshot
-            write_sketch(self.log_dir, int(step), [layer.name for layer in self.layers], self._sketch_at,
-                         snapshot.sketch)
-        self.writer.flush()
+        wall = time.time()
+        self._background.submit(lambda: self._log_events(int(step), wall, values, snapshot, config))
         return snapshot
+
+    def flush(self) -> None:
+        """Wait until every log call so far is written and fsynced."""
+        self._background.wait()
 
     def compute(self, step: int, tensors: Sequence[LayerTensors], *, on_device: bool | None = None) -> Snapshot:
         """Reduce ``tensors`` and build the statistics, without writing anything."""
@@ -154,10 +155,17 @@ class Recorder:
         """Mark the run finished in the HParams dashboard and close the file. Idempotent."""
         if self.closed:
             return
-        if self._config_written is None or self._config_written != self._metric_names:
-            self._write_hparams()
-        self.writer.write_summary(summaries.hparams_end_summary(success), step=0)
-        self.writer.close()
+        try:
+            self._background.wait()  # raises a write error of an earlier log call, after closing
+        finally:
+            try:
+                config = []
+                if self._config_written is None or self._config_written != self._metric_names:
+                    config = self._hparams_events()
+                self.writer.write_many([*config, summaries.event_pb2.Event(
+                    wall_time=time.time(), step=0, summary=summaries.hparams_end_summary(success))])
+            finally:
+                self._background.close()
 
     # -- internals --------------------------------------------------------
     def _check_open(self) -> None:
@@ -167,11 +175,24 @@ class Recorder:
                 "create a new WeightWatch / Recorder to keep logging."
             )
 
-    def _write_hparams(self) -> None:
-        for summary in summaries.hparams_summaries(self.hparams, self._metric_names,
-                                                   group_name=self.log_dir.name):
-            self.writer.write_summary(summary, step=0)
+    def _hparams_events(self) -> list[summaries.event_pb2.Event]:
+        """The HParams config for the metric names seen so far (marks them written)."""
         self._config_written = list(self._metric_names)
+        now = time.time()
+        return [summaries.event_pb2.Event(wall_time=now, step=0, summary=summary)
+                for summary in summaries.hparams_summaries(self.hparams, self._config_written,
+                                                           group_name=self.log_dir.name)]
+
+    def _log_events(self, step: int, wall: float, values: dict[str, float], snapshot: Snapshot | None,
+                    config: list) -> list:
+        """The records of one log call (runs on the writer thread): ``config`` (the
+        HParams config, when new), then one event holding every scalar and histogram."""
+        if snapshot is None:
+            return [*config, summaries.log_event(step, wall, values)]
+        event = summaries.log_event(step, wall, {**scalar_tags(snapshot), **values},
+                                    histogram_tags(snapshot, self.bins))
+        write_sketch(self.log_dir, step, [layer.name for layer in self.layers], self._sketch_at, snapshot.sketch)
+        return [*config, event]
 
     def _write_run_info(self) -> None:
         info = {

@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import metadata as custom_scalar_metadata
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
@@ -51,6 +51,27 @@ def histogram_value(tag: str, edges: np.ndarray, counts: np.ndarray, total: floa
         bucket=counts.tolist(),
     )
     return summary_pb2.Summary.Value(tag=tag, histo=histo)
+
+
+def log_event(step: int, wall_time: float, scalars: Mapping[str, float],
+              histograms: Iterable[tuple[str, np.ndarray, np.ndarray, float, float]] = ()) -> event_pb2.Event:
+    """One ``Event`` holding every scalar and histogram of a log call.
+
+    Args:
+        scalars: tag -> value.
+        histograms: (tag, edges (k + 1,), counts (k,), sum, sum of squares), as
+            :func:`weightwatch.tags.histogram_tags` yields them.
+
+    The values are added in place (no intermediate ``Summary`` to copy): this is
+    the proto every log call writes, built once per call on the writer thread.
+    """
+    event = event_pb2.Event(wall_time=wall_time, step=int(step))
+    values = event.summary.value
+    for tag, v in scalars.items():
+        values.add(tag=tag, simple_value=float(v))
+    for tag, edges, counts, total, total_sq in histograms:
+        values.append(histogram_value(tag, edges, counts, total, total_sq))
+    return event
 
 
 def hparam_value(value: object) -> bool | float | str:
