@@ -8,10 +8,11 @@ Two parallel passes over a kernel viewed as a (nodes, fan_in) matrix:
    sums. Written so LLVM vectorises it (``reassoc`` lets it reorder the float64
    sums; NaN semantics are kept).
 2. :func:`histogram`: the exact counts over the float64 ``edges`` that are
-   written to the event file. The bin is first estimated with one float64
-   multiply and then checked against those very edges, so
-   ``numpy.histogram(weights, bins=edges)`` gives the same counts, values
-   lying exactly on an edge included.
+   written to the event file. The bin is first estimated with one multiply in
+   the kernel's type (vectorised), then checked against :func:`thresholds`,
+   the edges rounded up to that type, so ``numpy.histogram(weights,
+   bins=edges)`` gives the same counts, values lying exactly on an edge
+   included.
 
 A kernel holding NaN or Inf (rare, and then speed hardly matters) is binned on
 a copy whose non-finite entries are replaced by the finite minimum; their
@@ -32,21 +33,24 @@ import numpy as np
 from .raw import RawLayer, bin_edges, bin_scale, histogram_range
 from .threads import blocks_for, thread_count
 
-_kernels: tuple | None = None
+_kernels: dict[bool, tuple] = {}
 # Interleaved sub-histograms: consecutive entries often land in the same bin,
 # and incrementing one counter back to back stalls on the store.
 _LANES = 4
+# Entries whose bins are computed before they are counted (a buffer in L1).
+_CHUNK = 4096
 
 
-def _compile():
-    global _kernels
-    if _kernels is not None:
-        return _kernels
+def _compile(parallel: bool):
+    """(moments, histogram), compiled with numba's parallel regions or plain loops
+    (the latter safe to run from several Python threads at once)."""
+    if parallel in _kernels:
+        return _kernels[parallel]
     from numba import njit, prange
 
     fast = {"reassoc", "contract"}  # not "nnan"/"ninf": NaN and Inf must behave as IEEE says
 
-    @njit(parallel=True, fastmath=fast, cache=True, nogil=True)
+    @njit(parallel=parallel, fastmath=fast, cache=True, nogil=True)
     def moments(w, nblocks, want_cols):  # pragma: no cover - compiled
         rows, cols = w.shape
         per = (rows + nblocks - 1) // nblocks
@@ -68,8 +72,8 @@ def _compile():
                 q = 0.0
                 for j in range(cols):  # vectorised: independent float64 sums and extremes
                     x = w[i, j]
-                    lo = min(lo, x)  # a NaN never wins a comparison: min/max skip it
-                    hi = max(hi, x)
+                    lo = x if x < lo else lo  # a NaN never wins a comparison: skipped
+                    hi = x if x > hi else hi
                     nan += x != x  # an integer count vectorises; a float NaN probe does not
                     xd = np.float64(x)
                     r += xd
@@ -87,26 +91,47 @@ def _compile():
             sqs[b] = qb
         return mins.min(), maxs.max(), nans.sum(), row_sum, row_abs, sqs.sum(), col.sum(axis=0)
 
-    @njit(parallel=True, cache=True, nogil=True)
-    def histogram(flat, edges, lo, scale, nblocks):  # pragma: no cover - compiled
+    @njit(parallel=parallel, fastmath={"contract"}, cache=True, nogil=True)
+    def histogram(flat, thresholds, lo, scale, nblocks):  # pragma: no cover - compiled
         n = flat.size
-        bins = edges.size - 1
+        bins = thresholds.size - 1
+        top = flat.dtype.type(bins - 1)
+        zero = flat.dtype.type(0)
+        one = np.uint32(1)
         per = (n + nblocks - 1) // nblocks
         hist = np.zeros((nblocks, _LANES, bins), np.int64)
         for b in prange(nblocks):
-            for j in range(b * per, min(n, (b + 1) * per)):
-                x = np.float64(flat[j])
-                k = min(max(int((x - lo) * scale), 0), bins - 1)
-                # bin k is [edges[k], edges[k+1]), the last one closed: numpy's rule
-                while k > 0 and x < edges[k]:
-                    k -= 1
-                while k < bins - 1 and x >= edges[k + 1]:
-                    k += 1
-                hist[b, j & (_LANES - 1), k] += 1
+            buf = np.empty(_CHUNK, np.uint32)
+            for start in range(b * per, min(n, (b + 1) * per), _CHUNK):
+                m = min(_CHUNK, n - start, (b + 1) * per - start)
+                for j in range(m):  # the estimate (vectorised), then one check either side
+                    x = flat[start + j]
+                    k = np.uint32(min(max((x - lo) * scale, zero), top))
+                    buf[j] = k - np.uint32(x < thresholds[k]) + np.uint32(x >= thresholds[k + one])
+                for j in range(m):  # the scatter: scalar work, spread over lanes
+                    hist[b, j & (_LANES - 1), buf[j]] += 1
         return hist.sum(axis=0).sum(axis=0)
 
-    _kernels = (moments, histogram)
-    return _kernels
+    _kernels[parallel] = (moments, histogram)
+    return _kernels[parallel]
+
+
+def thresholds(edges: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """(bins + 1,) in ``dtype``: entry k is the smallest ``dtype`` value >= edges[k]
+    (so ``x >= edges[k]`` exactly when ``x >= thresholds[k]`` for x of that type),
+    the last one +inf (the last bin is closed on the right)."""
+    t = edges.astype(dtype)
+    low = t.astype(np.float64) < edges
+    t[low] = np.nextafter(t[low], dtype.type(np.inf))
+    t[-1] = np.inf
+    return t
+
+
+def estimate_is_safe(edges: np.ndarray, dtype: np.dtype) -> bool:
+    """True when a bin is wide enough (many ulps of the kernel's type) that the
+    estimate ``int((x - lo) * scale)`` is at most one bin off."""
+    width = (edges[-1] - edges[0]) / (edges.size - 1)
+    return bool(width > 64 * np.spacing(dtype.type(max(abs(edges[0]), abs(edges[-1])))))
 
 
 def as_matrix(array: np.ndarray, nodes: int) -> np.ndarray:
@@ -129,7 +154,8 @@ def _finite_range(w: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray, 
     return np.where(bad, w.dtype.type(fill), w), lo, hi, bad, fill
 
 
-def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 0) -> RawLayer:
+def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 0, *,
+                  threads: int | None = None) -> RawLayer:
     """All reductions of one kernel on the CPU.
 
     Args:
@@ -139,12 +165,15 @@ def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 
         input_units: when > 0, also return column sums grouped into this many
             input units: ``in`` for a linear (out, in) kernel, ``C_in`` for a conv
             (C_out, C_in, *k) kernel (summed over kernel positions). 0 skips them.
+        threads: 1 runs plain loops on the calling thread (what
+            :func:`weightwatch.ops.reduce_jobs` uses when it spreads layers over
+            threads); None lets :func:`.threads.thread_count` choose.
     """
     from numba import parallel_chunksize
 
-    moments, histogram = _compile()
     w = as_matrix(kernel, nodes)
-    threads = thread_count(w.size)
+    threads = thread_count(w.size) if threads is None else threads
+    moments, histogram = _compile(threads > 1)
     with parallel_chunksize(1):  # blocks are handed out one at a time (see the module doc)
         lo, hi, nans, row_sum, row_abs, total_sq, cols = moments(
             w, blocks_for(w.size, threads, limit=w.shape[0]), input_units > 0)
@@ -155,8 +184,12 @@ def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 
         finite = bool(np.isfinite(lo))
         rlo, rhi = histogram_range(float(lo), float(hi), finite)
         edges = bin_edges(rlo, rhi, bins)
-        blo, scale = bin_scale(rlo, rhi, bins)
-        counts = histogram(w.reshape(-1), edges, blo, scale, blocks_for(w.size, threads))
+        if estimate_is_safe(edges, w.dtype):
+            blo, scale = bin_scale(rlo, rhi, bins)
+            counts = histogram(w.reshape(-1), thresholds(edges, w.dtype), w.dtype.type(blo), w.dtype.type(scale),
+                               blocks_for(w.size, threads))
+        else:  # bins a few ulps wide: the estimate could be more than one bin off
+            counts = np.histogram(w, bins=edges)[0].astype(np.int64)
     nonfinite = 0
     if bad is not None:  # the NaN / Inf entries spoil the sums: redo them on the finite values
         per_row = bad.sum(axis=1)

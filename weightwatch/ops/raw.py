@@ -62,7 +62,7 @@ def bin_edges(lo: float, hi: float, bins: int) -> np.ndarray:
 
 
 def bin_scale(lo: float, hi: float, bins: int) -> tuple[float, float]:
-    """(lo, scale) for the first estimate of a bin, ``int((x - lo) * scale)`` in float64.
+    """(lo, scale) for the first estimate of a bin, ``int((x - lo) * scale)``.
 
     The estimate can be one bin off for values on or next to an edge; every
     backend then checks it against :func:`bin_edges` (the edges written to the
