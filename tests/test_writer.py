@@ -29,18 +29,18 @@ CHILD = textwrap.dedent("""
     import sys, time
     import torch
     from torch import nn
-    import weightwatch.events as events
+    import weightwatch.summaries as summaries
     from weightwatch.integrations.torch import WeightWatch
 
     log_dir, logs, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    if mode == "slow-disk":  # the last log's write hangs before reaching the OS
-        sync, calls = events.EventFileWriter.sync, []
-        def slow_sync(self):
+    if mode == "slow-disk":  # the last log's batch hangs on the writer thread before reaching the OS
+        log_event, calls = summaries.log_event, []
+        def slow_log_event(*args, **kwargs):
             calls.append(1)
             if len(calls) == logs:
                 time.sleep(600)
-            sync(self)
-        events.EventFileWriter.sync = slow_sync
+            return log_event(*args, **kwargs)
+        summaries.log_event = slow_log_event
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 4))
     ww = WeightWatch(model, log_dir)

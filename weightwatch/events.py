@@ -155,10 +155,12 @@ class BackgroundWriter:
 
     :meth:`submit` hands over a job that builds one log call's events (the
     protos are built and serialised on the writer thread too); the thread
-    writes them in one call, then flushes and fsyncs the file. The queue holds
-    one batch: ``submit`` first waits until the previous batch is on disk, so
-    when a log call returns every earlier one is durable and a crash (even
-    SIGKILL) loses at most the batch in flight. An error on the thread (disk
+    writes them in one call and flushes them to the OS, then fsyncs the file
+    (durable against the machine going down) before it takes the next batch.
+    The queue holds one batch: ``submit`` first waits until the previous
+    batch is in the OS, so when a log call returns every earlier one survives
+    a crash of the process (even SIGKILL), which loses at most the batch in
+    flight. An error on the thread (disk
     full, ...) is raised, with its own type and errno, by the next
     :meth:`submit`, :meth:`wait` or :meth:`close`. At interpreter exit pending
     batches are written (atexit); :meth:`close` drains, then closes the file.
@@ -185,7 +187,7 @@ class BackgroundWriter:
         self._queue.put(job)
 
     def wait(self) -> None:
-        """Block until every submitted batch is written and fsynced; raise the thread's error if any."""
+        """Block until every submitted batch is written to the OS; raise the thread's error if any."""
         self._queue.join()
         if self._error is not None:
             exc, self._error = self._error, None
@@ -210,16 +212,24 @@ class BackgroundWriter:
     def _run(self) -> None:
         while True:
             job = self._queue.get()
+            if job is None:
+                self._queue.task_done()
+                return
+            written = False
             try:
-                if job is None:
-                    return
                 if self._error is None:  # after a failure, drop batches until the caller has seen it
                     self.writer.write_many(job())
-                    self.writer.sync()
+                    self.writer.flush()  # in the OS now: a crash of the process no longer loses it
+                    written = True
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 self._error = exc
             finally:
                 self._queue.task_done()
+            if written:  # durable against the machine going down too; the next batch may wait meanwhile
+                try:
+                    self.writer.sync()
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                    self._error = exc
 
 
 def _drain_at_exit(pending: queue.Queue, thread: threading.Thread) -> None:

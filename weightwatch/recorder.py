@@ -110,8 +110,8 @@ class Recorder:
         Args:
             step: the x axis in TensorBoard (epoch or global step).
             tensors: one per layer, aligned with ``self.layers``.
-        Returns once the statistics are computed; the records are written and
-        fsynced on the background thread. When this returns, every earlier
+        Returns once the statistics are computed; the records are written
+        (and fsynced) on the background thread. When this returns, every earlier
         log call is on disk (a crash loses at most this one); :meth:`flush`
         waits for this one too.
         """
@@ -131,7 +131,7 @@ class Recorder:
         return snapshot
 
     def flush(self) -> None:
-        """Wait until every log call so far is written and fsynced."""
+        """Wait until every log call so far is written to the OS (safe from a crash of the process)."""
         self._background.wait()
 
     def compute(self, step: int, tensors: Sequence[LayerTensors], *, on_device: bool | None = None) -> Snapshot:
