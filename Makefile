@@ -27,7 +27,8 @@ demo: install
 	$(PY) examples/demo.py
 
 bench: install
-	$(PY) benchmarks/overhead.py
+	$(PIP) install -q -e ".[bench]"
+	WANDB_MODE=offline $(PY) benchmarks/overhead.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs report

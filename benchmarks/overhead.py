@@ -115,17 +115,21 @@ def wandb_log(model: torch.nn.Module, log_dir: Path) -> tuple[Callable[[int], No
     params = list(model.named_parameters())
 
     def log(step: int) -> None:
-        run.log({f"parameters/{name}": wandb.Histogram(p.detach().numpy()) for name, p in params}, step=step)
+        run.log({f"parameters/{name}": wandb.Histogram(p.detach().float().cpu().numpy()) for name, p in params},
+                step=step)
 
     return log, run.finish
 
 
 def floor_log(model: torch.nn.Module) -> Callable[[int], None]:
     params = [p.detach() for p in model.parameters()]
+    cuda = params[0].is_cuda
 
     def log(step: int) -> None:
         for p in params:
             p.sum()
+        if cuda:
+            torch.cuda.synchronize()
 
     return log
 
@@ -159,8 +163,9 @@ def median_times(methods: dict[str, Callable[[int], None]], repeats: int) -> dic
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def measure(model_name: str, repeats: int, tmp: Path) -> tuple[int, int, dict[str, float], dict[str, int]]:
-    model = make_model(model_name)
+def measure(model_name: str, repeats: int, tmp: Path, device: str = "cpu",
+            dtype: torch.dtype = torch.float32) -> tuple[int, int, dict[str, float], dict[str, int]]:
+    model = make_model(model_name).to(device=device, dtype=dtype)
     n_params = sum(p.numel() for p in model.parameters())
     ww, close_ww = weightwatch_log(model, tmp / f"{model_name}-ww")
     ww(0)  # first call: loads (and, the very first time, compiles) the kernels
@@ -182,14 +187,16 @@ def measure(model_name: str, repeats: int, tmp: Path) -> tuple[int, int, dict[st
     return n_params, layers, times, memory
 
 
-def scaling_rows(sizes: list[int], layer_counts: list[int], fixed_total: int, repeats: int, tmp: Path) -> list[str]:
+def scaling_rows(sizes: list[int], layer_counts: list[int], fixed_total: int, repeats: int, tmp: Path,
+                 device: str = "cpu", dtype: torch.dtype = torch.float32) -> list[str]:
     """weightwatch (log + drain) and the floor on stacks of equal linear layers."""
     rows = []
     cases = [(n, 10) for n in sizes] + [(fixed_total, k) for k in layer_counts]
     for total, layers in cases:
         width = max(2, int(round((total / layers) ** 0.5)))
         try:
-            model = torch.nn.Sequential(*[torch.nn.Linear(width, width, bias=False) for _ in range(layers)])
+            model = torch.nn.Sequential(*[torch.nn.Linear(width, width, bias=False, device=device, dtype=dtype)
+                                          for _ in range(layers)])
         except RuntimeError as exc:  # out of memory
             rows.append(f"| {total / 1e6:,.0f} M | {layers} | not measured: {exc} | | |")
             continue
@@ -218,15 +225,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="parameter counts of the scaling table (10 equal layers)")
     parser.add_argument("--layer-counts", type=int, nargs="*", default=[10, 100, 1000])
     parser.add_argument("--fixed-total", type=float, default=1e7, help="total parameters across --layer-counts")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (weights and every method on it)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--section", default="Logging overhead (benchmarks/overhead.py)",
+                        help="the RESULTS.md section to write")
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
     args = parser.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
 
     torch.set_grad_enabled(False)
     rows = []
     columns: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            n_params, layers, times, memory = measure(name, args.repeats, Path(tmp))
+            n_params, layers, times, memory = measure(name, args.repeats, Path(tmp), args.device, dtype)
             peer_names = [k for k in times if k not in ("weightwatch", "floor")]
             columns = peer_names
             ww, fl = times["weightwatch"], times["floor"]
@@ -237,10 +249,11 @@ def main(argv: list[str] | None = None) -> int:
             print(row, flush=True)
             rows.append(row)
         scaling = scaling_rows([int(n) for n in args.sizes], args.layer_counts, int(args.fixed_total),
-                               max(3, args.repeats // 2), Path(tmp))
+                               max(3, args.repeats // 2), Path(tmp), args.device, dtype)
     body = "\n".join([
-        f"Command: `python benchmarks/overhead.py --repeats {args.repeats}` on this machine "
-        f"({os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads), CPU, "
+        f"Command: `python benchmarks/overhead.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+        f"on this machine ({os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads), {args.device}, {args.dtype}, "
         "random weights. Wall time per log call, median of the repeats, every method interleaved in one "
         "process. weightwatch is log + drain (the background writer's write and fsync included). "
         "In brackets: how many times weightwatch's time a peer takes. Peak extra memory: resident memory "
@@ -267,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         *scaling,
     ])
     if not args.no_write:
-        update_section("Logging overhead (benchmarks/overhead.py)", body)
+        update_section(args.section, body)
     return 0
 
 

@@ -146,6 +146,8 @@ def _same_error(exc: OSError, message: str) -> OSError:
         return OSError(exc.errno, message)
 
 
+#: Seconds between two fsyncs of the background writer (close() always fsyncs).
+SYNC_EVERY_S = 1.0
 #: Builds one batch of events; called on the writer thread.
 BatchJob = Callable[[], Sequence[event_pb2.Event]]
 
@@ -156,7 +158,8 @@ class BackgroundWriter:
     :meth:`submit` hands over a job that builds one log call's events (the
     protos are built and serialised on the writer thread too); the thread
     writes them in one call and flushes them to the OS, then fsyncs the file
-    (durable against the machine going down) before it takes the next batch.
+    (durable against the machine going down) when the last fsync is
+    :data:`SYNC_EVERY_S` old, before it takes the next batch.
     The queue holds one batch: ``submit`` first waits until the previous
     batch is in the OS, so when a log call returns every earlier one survives
     a crash of the process (even SIGKILL), which loses at most the batch in
@@ -170,6 +173,7 @@ class BackgroundWriter:
         self.writer = writer
         self._queue: queue.Queue[BatchJob | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
+        self._synced = -float("inf")
         self._thread = threading.Thread(target=self._run, name=f"weightwatch-writer {writer.path.name}", daemon=True)
         self._thread.start()
         # at interpreter exit (weakref.finalize runs then), write what is pending
@@ -225,9 +229,12 @@ class BackgroundWriter:
                 self._error = exc
             finally:
                 self._queue.task_done()
-            if written:  # durable against the machine going down too; the next batch may wait meanwhile
+            # durable against the machine going down too, at most every SYNC_EVERY_S: a log
+            # call per training step must not wait for the disk at every step
+            if written and time.monotonic() - self._synced >= SYNC_EVERY_S:
                 try:
                     self.writer.sync()
+                    self._synced = time.monotonic()
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                     self._error = exc
 
