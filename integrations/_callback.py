@@ -1,52 +1,29 @@
-"""What the training-loop callbacks (Keras, Lightning, Hugging Face) share.
+"""What the integrations (PyTorch loop, Keras, Lightning, Hugging Face) share.
 
 Imports no framework: each callback finds its layers in its own way, then
-drives one :class:`Run` with the epoch (or step) and the metrics its framework
-reports.
+drives one :class:`WatchSession` with the epoch (or step) and the metrics its
+framework reports. The options they take are :mod:`.options`.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from weightwatch.layers import LayerInfo, LayerTensors
 from weightwatch.recorder import Recorder
 
-Schedule = Callable[[int], bool]
+from .options import WatchOptions
+
+__all__ = ["Source", "WatchSession", "WatchingCallback", "is_scalar", "scalar_metrics"]
 
 
 class Source(Protocol):
     """Where one watched layer's current values are read from."""
 
     def tensors(self) -> LayerTensors: ...
-
-
-def as_schedule(schedule: Schedule | int | None) -> Schedule:
-    """``schedule(epoch) -> bool`` from a callable, an int N (epochs 0, N, 2N, ...) or None (every epoch).
-
-    >>> [e for e in range(7) if as_schedule(3)(e)]
-    [0, 3, 6]
-    """
-    if schedule is None:
-        return lambda epoch: True
-    if isinstance(schedule, bool) or not (isinstance(schedule, int) or callable(schedule)):
-        raise TypeError(f"schedule must be a callable epoch -> bool, an int or None, got {schedule!r}")
-    if callable(schedule):
-        return schedule
-    n = check_every(schedule, "schedule")
-    return lambda epoch: epoch % n == 0
-
-
-def check_every(n: int | None, name: str) -> int | None:
-    """``n`` itself when it is None or a positive int; otherwise a ValueError naming the option."""
-    if n is None:
-        return None
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{name} must be a positive integer or None, got {n!r}")
-    return n
 
 
 def is_scalar(value: Any) -> bool:
@@ -75,28 +52,35 @@ def scalar_metrics(values: Mapping[str, Any] | None, drop: Collection[str] = ())
     return {str(k): float(v) for k, v in (values or {}).items() if k not in drop and is_scalar(v)}
 
 
-class Run:
-    """One weightwatch run driven by a callback: the layers found once, and a :class:`Recorder`.
+class WatchSession:
+    """One weightwatch run while it is being written, driven by a callback: the layers found
+    once, a :class:`Recorder`, and the live scorer when the options give a reference.
+
+    (The analysis reads finished runs back as ``weightwatch.analysis`` run objects; this is the
+    writing side.)
 
     Args:
         log_dir: the run directory.
         found: ``(LayerInfo, source)`` per watched layer; ``source.tensors()``
             returns the layer's current kernel in the core's layout.
+        options: the watcher options (``hparams``, ``bins``, ``reference``, ``stop`` are used here).
         framework: recorded in ``weightwatch.json``.
+        hparams: the hyperparameters to record when they are not ``options.hparams``
+            (a framework's own record of them).
     """
 
-    def __init__(self, log_dir: str | Path, found: Sequence[tuple[LayerInfo, Source]], *,
-                 hparams: Mapping[str, Any] | None, bins: int, framework: str, reference: Any = None,
-                 stop: Any = None) -> None:
+    def __init__(self, log_dir: str | Path, found: Sequence[tuple[LayerInfo, Source]], options: WatchOptions, *,
+                 framework: str, hparams: Mapping[str, Any] | None = None) -> None:
         self.layers = [info for info, _ in found]
         self._sources = [source for _, source in found]
-        self.recorder = Recorder(log_dir, self.layers, hparams=hparams, bins=bins, framework=framework)
+        hparams = options.hparams if hparams is None else hparams
+        self.recorder = Recorder(log_dir, self.layers, hparams=hparams, bins=options.bins, framework=framework)
         self.log_dir = self.recorder.log_dir
         self.scorer = None
-        if reference is not None:  # the live verdict, see weightwatch.analysis.live
+        if options.loaded_reference is not None:  # the live verdict, see weightwatch.analysis.live
             from weightwatch.analysis.live import LiveScorer
 
-            self.scorer = LiveScorer.for_recorder(reference, self.recorder, stop)
+            self.scorer = LiveScorer.for_recorder(options.loaded_reference, self.recorder, options.stop_rule)
         #: the step of the latest weight record, so one step is never recorded twice
         self.weights_step: int | None = None
 
@@ -124,30 +108,19 @@ class Run:
 
 
 class WatchingCallback:
-    """The options and the run every framework's callback keeps; mixed into each one's class.
+    """The options and the session every framework's callback keeps; mixed into each one's class.
 
     ``log_dir`` None lets the callback pick its framework's TensorBoard directory;
-    ``hparams`` None lets it take the framework's own record of them.
+    ``options.hparams`` None lets it take the framework's own record of them.
     """
 
-    run: Run | None = None
+    run: WatchSession | None = None
 
-    def _store_options(self, log_dir: str | Path | None, hparams: Mapping[str, Any] | None,
-                       schedule: Schedule | int | None, include: Sequence[str] | None,
-                       exclude: Sequence[str] | None, roles: Mapping[str, str] | None, bins: int,
-                       reference: Any = None, stop: Any = None) -> None:
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
-            raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
-        if reference is not None:  # read (and checked) once, not at every run
-            from weightwatch.analysis.live import stop_rule
-            from weightwatch.analysis.reference import load_reference
-
-            reference, stop = load_reference(reference), stop_rule(stop)
-        self.reference, self.stop = reference, stop
+    def _store_options(self, log_dir: str | Path | None, options: WatchOptions | None,
+                       settings: Mapping[str, Any]) -> None:
+        """Keep ``log_dir`` and the validated options (``settings``: the keyword arguments given)."""
+        self.options = WatchOptions.build(options, settings, owner=type(self).__name__)
         self.log_dir = log_dir
-        self.hparams = dict(hparams) if hparams is not None else None
-        self.schedule = as_schedule(schedule)
-        self.include, self.exclude, self.roles, self.bins = include, exclude, roles, bins
         self.run = None
 
     @property

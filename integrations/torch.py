@@ -19,10 +19,11 @@ from weightwatch._optional import require
 torch = require("torch", "torch", "weightwatch.integrations.torch")
 nn = torch.nn
 
-from weightwatch.integrations._callback import Run, Schedule, as_schedule, check_every  # noqa: E402
+from weightwatch.integrations._callback import WatchSession  # noqa: E402
+from weightwatch.integrations.options import Schedule, WatchOptions, as_schedule, check_every  # noqa: E402
 from weightwatch.layers import LayerInfo, LayerTensors, finish_discovery  # noqa: E402
 
-__all__ = ["WeightWatch", "discover_layers", "every_n"]
+__all__ = ["WatchOptions", "WeightWatch", "discover_layers", "every_n"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm)
@@ -158,32 +159,23 @@ class WeightWatch:
     Args:
         model: the network; its parameters are read in place at each log call.
         log_dir: the run directory (one run per directory).
-        hparams: hyperparameters shown in TensorBoard's HParams dashboard.
-        schedule: when :meth:`log` also records the weights: a callable
-            ``schedule(step) -> bool``, an int N (every N steps), or None (always).
-            The user's metrics are written at every call either way.
-        include / exclude: glob patterns on layer names.
-        roles: ``{"glob": role}`` overrides of the automatic roles.
-        bins: histogram bins per layer.
-        reference: a reference fitted by ``weightwatch fit`` (path or object): each
-            weight record also logs ``weightwatch/p_optimal`` and
-            ``weightwatch/predicted_accuracy`` (see :mod:`weightwatch.analysis.live`).
-        stop: with a reference, when :attr:`should_stop` turns True: a
-            ``StopRule``, a P(optimal) threshold, or True for the default rule.
+        options: a :class:`~weightwatch.integrations.options.WatchOptions`;
+            ``**settings`` are its fields as keywords (``hparams``, ``schedule``,
+            ``include``, ``exclude``, ``roles``, ``bins``, ``reference``, ``stop``),
+            overriding ``options``. Here ``schedule`` is asked about each
+            ``step`` given to :meth:`log`.
     """
 
     def __init__(self, model: nn.Module, log_dir: str | Path = "runs/weightwatch", *,
-                 hparams: Mapping[str, Any] | None = None, schedule: Schedule | int | None = None,
-                 include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                 roles: Mapping[str, str] | None = None, bins: int = 64, reference: Any = None,
-                 stop: Any = None) -> None:
+                 options: WatchOptions | None = None, **settings: Any) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"WeightWatch needs a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.schedule = as_schedule(schedule)
+        self.options = WatchOptions.build(options, settings, owner="WeightWatch")
+        opts = self.options
         # the same engine the Keras / Lightning / HF callbacks drive
-        self.run = Run(log_dir, discover_layers(model, include, exclude, roles), hparams=hparams, bins=bins,
-                       framework="torch", reference=reference, stop=stop)
+        self.run = WatchSession(log_dir, discover_layers(model, opts.include, opts.exclude, opts.roles), opts,
+                                framework="torch")
         self.layers = self.run.layers
         self.recorder = self.run.recorder
         self.log_dir = self.run.log_dir
@@ -198,7 +190,7 @@ class WeightWatch:
 
         Returns whether the weights were recorded.
         """
-        record = bool(self.schedule(step)) and self.run.weights_step != step
+        record = bool(self.options.records(step)) and self.run.weights_step != step
         with torch.no_grad():
             self.run.log(step, metrics, weights=record)
         return record
