@@ -97,6 +97,10 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not self._needs_run():
             return
+        self._open(lambda: self._session(args, model))
+        self._history_seen = len(state.log_history)
+
+    def _session(self, args: Any, model: Any) -> WatchSession:
         if model is None:
             raise ValueError("WeightWatchCallback: the Trainer passed no model to on_train_begin")
         opts = self.options
@@ -104,8 +108,7 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
         hparams = opts.hparams
         if hparams is None:
             hparams = {k: getattr(args, k) for k in HPARAM_ARGS if getattr(args, k, None) is not None}
-        self.run = WatchSession(run_dir(args, self.log_dir), found, opts, framework="hf", hparams=hparams)
-        self._history_seen = len(state.log_history)
+        return WatchSession(run_dir(args, self.log_dir), found, opts, framework="hf", hparams=hparams)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is not None and self.every_n_steps and state.global_step % self.every_n_steps == 0:

@@ -73,13 +73,14 @@ class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         if self._needs_run():
             opts = self.options
-            found = discover_layers(self.model, opts.include, opts.exclude, opts.roles)
-            self.run = WatchSession(self.log_dir, found, opts, framework="keras")
+            self._open(lambda: WatchSession(self.log_dir, discover_layers(self.model, opts.include, opts.exclude,
+                                                                          opts.roles), opts, framework="keras"))
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._batches += 1
         if self.every_n_batches and self._batches % self.every_n_batches == 0:
-            self._require_run().log(self._batches)
+            if self._require_run():
+                self.run.log(self._batches)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         metrics = scalar_metrics(logs)
@@ -87,7 +88,9 @@ class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
         if self.every_n_batches:
             step = self._batches
             metrics["epoch"] = float(epoch)
-        self._require_run().log(step, metrics, weights=bool(self.options.records(epoch)))
+        if not self._require_run():
+            return
+        self.run.log(step, metrics, weights=bool(self.options.records(epoch)))
         if self.run.should_stop:
             self.model.stop_training = True
 
@@ -95,7 +98,8 @@ class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
         if self.run is not None:
             self.run.close()
 
-    def _require_run(self) -> WatchSession:
-        if self.run is None:
+    def _require_run(self) -> bool:
+        """Whether a run is open; without one (its start failed and was warned about) nothing is logged."""
+        if self.run is None and self.options.strict:
             raise RuntimeError("WeightWatchCallback: on_train_begin was not called; pass the callback to model.fit")
-        return self.run
+        return self.run is not None

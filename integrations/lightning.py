@@ -81,10 +81,13 @@ class WeightWatchCallback(WatchingCallback, pl.Callback):
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit" or not trainer.is_global_zero or not self._needs_run():
             return
+        self._open(lambda: self._session(trainer, pl_module))
+
+    def _session(self, trainer: Any, pl_module: Any) -> WatchSession:
         opts = self.options
         found = discover_layers(pl_module, opts.include, opts.exclude, opts.roles)
         hparams = opts.hparams if opts.hparams is not None else dict(getattr(pl_module, "hparams", {}) or {})
-        self.run = WatchSession(run_dir(trainer, self.log_dir), found, opts, framework="lightning", hparams=hparams)
+        return WatchSession(run_dir(trainer, self.log_dir), found, opts, framework="lightning", hparams=hparams)
 
     def _writing(self, trainer: Any) -> bool:
         return self.run is not None and trainer.is_global_zero and not trainer.sanity_checking

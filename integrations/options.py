@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import difflib
 import numbers
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from weightwatch.layers import ROLES
+
+from ._guard import WeightWatchWarning, strict_default
 
 __all__ = ["Schedule", "WatchOptions", "as_schedule", "check_every"]
 
@@ -107,6 +110,11 @@ class WatchOptions:
         stop: with a reference, when the callback's ``should_stop`` turns True
             (and the framework's stop flag is set): a ``StopRule``, a P(optimal)
             threshold, or True for the default rule.
+        strict: once the callback is made, raise weightwatch's own errors
+            (an unreadable layer, a log directory that failed, a metric that is
+            no number, a reference that cannot score) into the training loop
+            instead of warning once and going on. None takes
+            ``$WEIGHTWATCH_STRICT`` (1: strict), else False.
 
     Raises ``TypeError`` / ``ValueError`` naming the option at construction.
     """
@@ -119,6 +127,7 @@ class WatchOptions:
     bins: int = 64
     reference: Any = None
     stop: Any = None
+    strict: bool | None = None
     #: the reference and the stop rule, loaded and checked (None without a reference)
     loaded_reference: Any = field(default=None, init=False, repr=False, compare=False)
     stop_rule: Any = field(default=None, init=False, repr=False, compare=False)
@@ -136,6 +145,9 @@ class WatchOptions:
         set_(self, "exclude", _check_patterns("exclude", self.exclude))
         set_(self, "roles", _check_roles(self.roles))
         set_(self, "records", as_schedule(self.schedule))
+        if self.strict is not None and not isinstance(self.strict, bool):
+            raise TypeError(f"strict must be True, False or None, got {self.strict!r}")
+        set_(self, "strict", strict_default() if self.strict is None else self.strict)
         if self.reference is None:
             if self.stop is not None and self.stop is not False:
                 raise ValueError("stop= needs reference=: the stop rule judges the reference's P(optimal); "
@@ -144,8 +156,15 @@ class WatchOptions:
         from weightwatch.analysis.live import stop_rule
         from weightwatch.analysis.reference import load_reference
 
-        set_(self, "loaded_reference", load_reference(self.reference))
         set_(self, "stop_rule", stop_rule(self.stop))
+        try:
+            set_(self, "loaded_reference", load_reference(self.reference))
+        except Exception as exc:  # a missing or damaged file must not keep training from starting
+            if self.strict:
+                raise
+            warnings.warn(f"weightwatch: the reference {self.reference!r} cannot be read ({type(exc).__name__}: "
+                          f"{exc}); training goes on without live scores. Pass a reference written by "
+                          "`weightwatch fit`.", WeightWatchWarning, stacklevel=3)
 
     @classmethod
     def names(cls) -> list[str]:

@@ -20,6 +20,7 @@ torch = require("torch", "torch", "weightwatch.integrations.torch")
 nn = torch.nn
 
 from weightwatch.integrations._callback import WatchSession  # noqa: E402
+from weightwatch.integrations._torch_dist import clean_name, process, sharded_piece, sharded_reducer, unwrap  # noqa: E402
 from weightwatch.integrations.options import Schedule, WatchOptions, as_schedule, check_every  # noqa: E402
 from weightwatch.layers import LayerInfo, LayerTensors, finish_discovery  # noqa: E402
 
@@ -31,18 +32,52 @@ _NORM = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm
 
 @dataclass(frozen=True)
 class _Source:
-    """Where a layer's tensors live: parameters, with row slices into packed ones
-    (an attention module's q/k/v weights and biases are stored stacked)."""
+    """Where a layer's tensors live: attributes of a module, read at every log (so parameters
+    replaced after the callback was made, and parametrized weights, are read as they are now),
+    with row slices into packed ones (an attention module's q/k/v weights and biases are stored
+    stacked)."""
 
-    weight: Any
-    bias: Any | None = None
+    owner: nn.Module
+    weight: str
+    bias: str | None = None
     weight_rows: slice | None = None
     bias_rows: slice | None = None
 
+    def key(self) -> tuple[int, int | None]:
+        """Identifies the parameter behind the kernel, so a tied one is watched once."""
+        plist = getattr(getattr(self.owner, "parametrizations", None), self.weight, None)
+        attr = getattr(self.owner, self.weight, None)
+        held = plist if plist is not None else attr if isinstance(attr, nn.Parameter) else self.owner
+        return id(held), self.weight_rows.start if self.weight_rows is not None else None
+
+    def raw(self) -> tuple[Any, Any | None]:
+        """The kernel and bias tensors as the module computes them now (whole, not sliced)."""
+        w = _effective(self.owner, self.weight)
+        b = _effective(self.owner, self.bias) if self.bias is not None else None
+        return w, b
+
     def tensors(self) -> LayerTensors:
-        w = self.weight if self.weight_rows is None else self.weight[self.weight_rows]
-        b = self.bias if self.bias is None or self.bias_rows is None else self.bias[self.bias_rows]
+        w, b = self.raw()
+        w = w if self.weight_rows is None else w[self.weight_rows]
+        b = b if b is None or self.bias_rows is None else b[self.bias_rows]
         return LayerTensors(kernel=w.detach(), bias=b.detach() if b is not None else None)
+
+
+def _effective(module: nn.Module, name: str) -> Any:
+    """``module.<name>`` as the forward pass uses it: a parametrization (``parametrize``,
+    ``nn.utils.parametrizations.weight_norm``) computes it on access; the older
+    ``nn.utils.weight_norm`` / ``spectral_norm`` hooks only compute it before each forward, so
+    it is computed here from their parameters, to log the weight the next step will use."""
+    for hook in module._forward_pre_hooks.values():
+        if getattr(hook, "name", None) == name and hasattr(hook, "compute_weight"):
+            if "do_power_iteration" in hook.compute_weight.__code__.co_varnames:
+                return hook.compute_weight(module, do_power_iteration=False)
+            return hook.compute_weight(module)
+    return getattr(module, name)
+
+
+def _bias(module: nn.Module) -> str | None:
+    return "bias" if getattr(module, "bias", None) is not None else None
 
 
 def _is_attention(module: nn.Module) -> bool:
@@ -78,17 +113,17 @@ def _mha_sources(name: str, m: nn.MultiheadAttention) -> list[tuple[LayerInfo, _
         for i, proj in enumerate(("q_proj", "k_proj", "v_proj")):
             rows = slice(i * e, (i + 1) * e)
             out.append((LayerInfo(f"{name}.{proj}", "attention", "attn", (e, w.shape[1]), heads, b is not None),
-                        _Source(w, b, rows, rows)))
+                        _Source(m, "in_proj_weight", "in_proj_bias" if b is not None else None, rows, rows)))
     else:
         b = m.in_proj_bias
-        for i, (proj, w) in enumerate((("q_proj", m.q_proj_weight), ("k_proj", m.k_proj_weight),
-                                       ("v_proj", m.v_proj_weight))):
+        for i, proj in enumerate(("q_proj", "k_proj", "v_proj")):
             rows = slice(i * e, (i + 1) * e)
+            w = getattr(m, f"{proj}_weight")
             out.append((LayerInfo(f"{name}.{proj}", "attention", "attn", tuple(w.shape), heads, b is not None),
-                        _Source(w, b, None, rows)))
+                        _Source(m, f"{proj}_weight", "in_proj_bias" if b is not None else None, None, rows)))
     o = m.out_proj
     out.append((LayerInfo(f"{name}.out_proj", "attention", "attn", tuple(o.weight.shape), 1, o.bias is not None),
-                _Source(o.weight, o.bias)))
+                _Source(o, "weight", "bias" if o.bias is not None else None)))
     return out
 
 
@@ -109,25 +144,24 @@ def discover_layers(model: nn.Module, include: Sequence[str] | None = None, excl
     for name, m in model.named_modules():
         if any(name.startswith(p + ".") for p in inside_mha):
             continue  # an MHA's out_proj is handled with the MHA
-        label = name or type(m).__name__.lower()
+        label = clean_name(name) or type(m).__name__.lower()
         entries: list[tuple[LayerInfo, _Source]] = []
         if isinstance(m, nn.MultiheadAttention):
             inside_mha.append(name)
             entries = _mha_sources(label, m)
         elif isinstance(m, nn.Linear):
             entries = [(LayerInfo(label, "linear", _linear_role(label, blocks), tuple(m.weight.shape), 1,
-                                  m.bias is not None), _Source(m.weight, m.bias))]
+                                  m.bias is not None), _Source(m, "weight", _bias(m)))]
         elif isinstance(m, _CONV):
             entries = [(LayerInfo(label, "conv", "conv", tuple(m.weight.shape), 1, m.bias is not None),
-                        _Source(m.weight, m.bias))]
+                        _Source(m, "weight", _bias(m)))]
         elif isinstance(m, _NORM) and getattr(m, "weight", None) is not None:
             entries = [(LayerInfo(label, "norm", "norm", tuple(m.weight.shape), 1,
-                                  getattr(m, "bias", None) is not None), _Source(m.weight, getattr(m, "bias", None)))]
+                                  getattr(m, "bias", None) is not None), _Source(m, "weight", _bias(m)))]
         elif isinstance(m, nn.Embedding):
-            entries = [(LayerInfo(label, "embed", "embed", tuple(m.weight.shape)), _Source(m.weight))]
+            entries = [(LayerInfo(label, "embed", "embed", tuple(m.weight.shape)), _Source(m, "weight"))]
         for info, source in entries:
-            rows = source.weight_rows
-            key = (id(source.weight), rows.start if rows is not None else None)
+            key = source.key()
             if key in seen:
                 continue
             seen.add(key)
@@ -140,6 +174,23 @@ def discover_layers(model: nn.Module, include: Sequence[str] | None = None, excl
             "RMSNorm, Embedding."
         )
     return finish_discovery(found, include, exclude, roles)
+
+
+@dataclass(frozen=True)
+class _ShardedSource:
+    """A layer of a sharded (FSDP) model: this rank's pieces of its kernel and bias."""
+
+    source: _Source
+
+    def tensors(self) -> LayerTensors:
+        w, b = self.source.raw()
+        bias = sharded_piece(b, self.source.bias_rows) if b is not None else None
+        return LayerTensors(kernel=sharded_piece(w, self.source.weight_rows), bias=bias)
+
+
+def _count_parameters(model: nn.Module) -> int:
+    """How many parameter tensors the model has (a cheap check that layers were added)."""
+    return sum(1 for _ in model.parameters())
 
 
 def every_n(n: int) -> Schedule:
@@ -158,24 +209,44 @@ class WeightWatch:
 
     Args:
         model: the network; its parameters are read in place at each log call.
+            A DDP, DataParallel or ``torch.compile`` wrapper is looked through
+            (layer names are the wrapped model's).
         log_dir: the run directory (one run per directory).
+        sync_timeout: under FSDP, how long (seconds) ``log()`` waits for every
+            rank to call it before it reports the ranks that did not.
         options: a :class:`~weightwatch.integrations.options.WatchOptions`;
             ``**settings`` are its fields as keywords (``hparams``, ``schedule``,
-            ``include``, ``exclude``, ``roles``, ``bins``, ``reference``, ``stop``),
-            overriding ``options``. Here ``schedule`` is asked about each
-            ``step`` given to :meth:`log`.
+            ``include``, ``exclude``, ``roles``, ``bins``, ``reference``, ``stop``,
+            ``strict``), overriding ``options``. Here ``schedule`` is asked about
+            each ``step`` given to :meth:`log`.
+
+    Under torch.distributed only rank 0 writes. With DDP (every rank holds the
+    whole model) the other ranks do nothing at all, no collective is called,
+    and ranks may call :meth:`log` at different moments. Under FSDP
+    (``fully_shard``; FullyShardedDataParallel is refused with a clear error)
+    every rank must make the WeightWatch and call :meth:`log` at the same steps:
+    the statistics are reduced from each rank's shard with a few small
+    all-reduces.
     """
 
-    def __init__(self, model: nn.Module, log_dir: str | Path = "runs/weightwatch", *,
+    def __init__(self, model: nn.Module, log_dir: str | Path = "runs/weightwatch", *, sync_timeout: float = 300.0,
                  options: WatchOptions | None = None, **settings: Any) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"WeightWatch needs a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.options = WatchOptions.build(options, settings, owner="WeightWatch")
         opts = self.options
+        inner = unwrap(model)
+        self.rank, sharded = process(inner)
+        found = discover_layers(inner, opts.include, opts.exclude, opts.roles)
+        reduce = None
+        if sharded:
+            found = [(info, _ShardedSource(source)) for info, source in found]
+            reduce = sharded_reducer(sync_timeout)
+        self._parameters = _count_parameters(inner)
+        self._inner = inner
         # the same engine the Keras / Lightning / HF callbacks drive
-        self.run = WatchSession(log_dir, discover_layers(model, opts.include, opts.exclude, opts.roles), opts,
-                                framework="torch")
+        self.run = WatchSession(log_dir, found, opts, framework="torch", writes=self.rank == 0, reduce=reduce)
         self.layers = self.run.layers
         self.recorder = self.run.recorder
         self.log_dir = self.run.log_dir
@@ -191,6 +262,10 @@ class WeightWatch:
         Returns whether the weights were recorded.
         """
         record = bool(self.options.records(step)) and self.run.weights_step != step
+        if record and self.run.writes and _count_parameters(self._inner) != self._parameters:
+            self.run.guard.warn("added", "the model has parameters it did not have when the WeightWatch was made "
+                                "(layers added or removed); only the layers found then are watched. Make the "
+                                "WeightWatch after the model is complete.")
         with torch.no_grad():
             self.run.log(step, metrics, weights=record)
         return record

@@ -67,16 +67,20 @@ class EventFileWriter:
 
     The file is created (and the ``file_version`` header written) at
     construction, so an unwritable directory fails here and not at the first
-    log call. Each :meth:`write` call is buffered; :meth:`flush` makes it
-    durable. Not thread safe by design: one writer per run, one writing thread.
+    log call. Each :meth:`write` call is buffered; :meth:`flush` hands the
+    records to the OS, and when that fails (a full disk) cuts the file back to
+    its last whole record before raising. Not thread safe by design: one writer per run, one writing thread.
     """
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
         self.log_dir = Path(log_dir)
+        self._pending: list[bytes] = []  # framed records not handed to the OS yet
+        self._committed = 0  # bytes of the file known to be whole records
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self.path = self.log_dir / event_file_name()
-            self._file = open(self.path, "xb")  # noqa: SIM115 - closed in close()
+            # unbuffered: flush() knows exactly which bytes reached the file
+            self._file = open(self.path, "xb", buffering=0)  # noqa: SIM115 - closed in close()
         except OSError as exc:
             raise PermissionError(
                 f"weightwatch cannot write event files to log_dir {str(self.log_dir)!r}: "
@@ -94,7 +98,7 @@ class EventFileWriter:
     def write(self, event: event_pb2.Event) -> None:
         if self._closed:
             raise RuntimeError(f"event file {str(self.path)!r} is already closed")
-        self._file.write(frame_record(event.SerializeToString()))
+        self._pending.append(frame_record(event.SerializeToString()))
 
     def write_summary(self, summary: summary_pb2.Summary, step: int, wall_time: float | None = None) -> None:
         """Write ``summary`` as one event at ``step``."""
@@ -107,14 +111,28 @@ class EventFileWriter:
         """Hand buffered records to the OS: a crash of the training process then
         loses nothing written. (No fsync per call: it costs milliseconds each
         time and only guards against the whole machine going down; close() does it.)"""
-        if self._closed:
+        if self._closed or not self._pending:
             return
-        self._file.flush()
+        data = memoryview(b"".join(self._pending))
+        self._pending.clear()
+        try:
+            while data:
+                data = data[self._file.write(data):]
+        except OSError:
+            # a full disk (or a vanished file system) may leave part of a record: cut the file
+            # back to its last whole record, so readers never meet a torn one; this flush's
+            # records are dropped and the next flush starts clean
+            os.ftruncate(self._file.fileno(), self._committed)
+            os.lseek(self._file.fileno(), self._committed, os.SEEK_SET)
+            raise
+        self._committed = self._file.tell()
 
     def close(self) -> None:
         if self._closed:
             return
-        self.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._closed = True
+        try:
+            self.flush()
+            os.fsync(self._file.fileno())
+        finally:
+            self._file.close()
+            self._closed = True

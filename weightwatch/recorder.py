@@ -13,15 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 import numbers
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__, summaries
 from .events import EventFileWriter
 from .layers import LayerInfo, LayerTensors, consecutive_pairs
-from .ops import KernelJob, reduce_jobs
+from .ops import KernelJob, RawLayer, reduce_jobs
+from .rundir import claim_run_dir, release
 from .sketch import sketch_indices, write_sketch
 from .stats import Snapshot, summarize
 from .tags import histogram_tags, scalar_tags
@@ -30,6 +32,8 @@ from .tags import histogram_tags, scalar_tags
 RUN_INFO_FILE = "weightwatch.json"
 RUN_INFO_FORMAT = "weightwatch-run"
 RUN_INFO_VERSION = 1
+#: Tags weightwatch writes for the weights; a metric may not start with one.
+WEIGHT_TAG_PREFIXES = ("weights/", "bias/", "node_strength/")
 
 
 def architecture_id(layers: Sequence[LayerInfo]) -> str:
@@ -42,12 +46,17 @@ def architecture_id(layers: Sequence[LayerInfo]) -> str:
 def clean_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """Metrics as floats; anything that is not a number fails with its name.
 
-    0-d tensors and numpy scalars are accepted (via ``float()``).
+    0-d tensors and numpy scalars are accepted (via ``float()``); a name
+    starting with one of :data:`WEIGHT_TAG_PREFIXES` is refused (it would
+    overwrite a weight statistic).
     """
     out = {}
     for name, value in metrics.items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"metric names must be non-empty strings, got {name!r}")
+        if name.startswith(WEIGHT_TAG_PREFIXES):
+            raise ValueError(f"metric {name!r} is named like a weightwatch tag ({', '.join(WEIGHT_TAG_PREFIXES)} "
+                             "are weightwatch's own); rename it")
         if isinstance(value, bool) or not (isinstance(value, numbers.Real) or hasattr(value, "__float__")):
             raise TypeError(f"metric {name!r} must be a number, got {type(value).__name__}: {value!r}")
         try:
@@ -61,15 +70,22 @@ class Recorder:
     """Computes and writes one run's weight statistics.
 
     Args:
-        log_dir: the run directory (created if missing).
+        log_dir: the run directory (created if missing; when a run still
+            writing holds it, ``<log_dir>_2``, ... see :mod:`weightwatch.rundir`).
+            None: compute only, write nothing (a rank of a sharded job that
+            takes part in the reductions but does not write).
         layers: the watched layers, in the model's order.
         hparams: the run's hyperparameters, for the HParams dashboard.
         bins: histogram bins per layer.
         framework: recorded in ``weightwatch.json`` (``torch``, ``keras``, ...).
+        reduce: ``reduce(jobs, bins, on_device=None) -> [RawLayer]``, the per-layer reductions;
+            :func:`weightwatch.ops.reduce_jobs` by default, the sharded
+            reductions of :mod:`weightwatch.distributed` under FSDP.
     """
 
-    def __init__(self, log_dir: str | Path, layers: Sequence[LayerInfo], *,
-                 hparams: Mapping[str, Any] | None = None, bins: int = 64, framework: str = "unknown") -> None:
+    def __init__(self, log_dir: str | Path | None, layers: Sequence[LayerInfo], *,
+                 hparams: Mapping[str, Any] | None = None, bins: int = 64, framework: str = "unknown",
+                 reduce: Callable[..., list[RawLayer]] | None = None) -> None:
         if not layers:
             raise ValueError("Recorder needs at least one layer to watch")
         if not isinstance(bins, int) or bins < 2:
@@ -85,19 +101,40 @@ class Recorder:
         self.pairs = consecutive_pairs(self.layers)
         self._needs_cols = set(self.pairs.values())
         self._sketch_at = [sketch_indices(layer.shape) for layer in self.layers]
-        self.writer = EventFileWriter(log_dir)
-        self.log_dir = self.writer.log_dir
+        self._reduce = reduce or reduce_jobs
         self._metric_names: list[str] = []
         self._config_written: list[str] | None = None
         self.last_snapshot: Snapshot | None = None
+        self._lock = None
+        self.writer: EventFileWriter | None = None
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self._computing_closed = False
+        if log_dir is not None:
+            try:
+                self.log_dir, self._lock = claim_run_dir(log_dir)
+            except OSError:  # EventFileWriter says why the directory cannot be written
+                self._lock = None
+            self.reopen()
+
+    def reopen(self) -> None:
+        """Start a new event file in ``log_dir`` (made again if it is gone), with the run's info,
+        layout and hyperparameters: how a run goes on after its directory was deleted."""
+        self.writer = EventFileWriter(self.log_dir)
         self._write_run_info()
-        self.writer.write_summary(summaries.custom_scalars_summary(names), step=0)
+        self.writer.write_summary(summaries.custom_scalars_summary([layer.name for layer in self.layers]), step=0)
+        if self._config_written is not None:
+            self._write_hparams()
         self.writer.flush()
 
     # -- public -----------------------------------------------------------
     @property
     def closed(self) -> bool:
-        return self.writer.closed
+        return self.writer.closed if self.writer is not None else self._computing_closed
+
+    @property
+    def writes(self) -> bool:
+        """False for a compute-only recorder (``log_dir`` None)."""
+        return self.writer is not None
 
     def log(self, step: int, tensors: Sequence[LayerTensors] | None = None,
             metrics: Mapping[str, Any] | None = None) -> Snapshot | None:
@@ -106,7 +143,8 @@ class Recorder:
         Args:
             step: the x axis in TensorBoard (epoch or global step).
             tensors: one per layer, aligned with ``self.layers``.
-        Everything is flushed to disk before returning.
+        Everything is flushed to disk before returning. A compute-only recorder
+        (``log_dir`` None) computes the statistics and writes nothing.
         """
         self._check_open()
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
@@ -115,9 +153,13 @@ class Recorder:
         snapshot = None
         if tensors is not None:
             snapshot = self.compute(int(step), tensors)
+            if self.writer is None:
+                return snapshot
             values = {**scalar_tags(snapshot), **values}
+        if self.writer is None:
+            return None
         for name in values:
-            if name not in self._metric_names and not name.startswith(("weights/", "bias/", "node_strength/")):
+            if name not in self._metric_names and not name.startswith(WEIGHT_TAG_PREFIXES):
                 self._metric_names.append(name)
         if self._config_written is None and self._metric_names:
             self._write_hparams()
@@ -128,36 +170,55 @@ class Recorder:
                 value = summaries.histogram_value(tag, edges, counts, total, total_sq)
                 self.writer.write_summary(summaries.summary_pb2.Summary(value=[value]), step=step, wall_time=wall)
             self.last_snapshot = snapshot
+        self.writer.flush()
+        if snapshot is not None and len(snapshot.layers) == len(self.layers):  # a partial one keeps the last sketch
             write_sketch(self.log_dir, int(step), [layer.name for layer in self.layers], self._sketch_at,
                          snapshot.sketch)
-        self.writer.flush()
         return snapshot
 
-    def compute(self, step: int, tensors: Sequence[LayerTensors], *, on_device: bool | None = None) -> Snapshot:
-        """Reduce ``tensors`` and build the statistics, without writing anything."""
+    def compute(self, step: int, tensors: Sequence[LayerTensors | None], *,
+                on_device: bool | None = None) -> Snapshot:
+        """Reduce ``tensors`` and build the statistics, without writing anything.
+
+        A None entry leaves its layer out of this snapshot (a layer that could not
+        be read); the layer feeding it then has no outgoing term this time.
+        """
         if len(tensors) != len(self.layers):
             raise ValueError(f"expected {len(self.layers)} layer tensors, got {len(tensors)}")
+        present = [i for i, t in enumerate(tensors) if t is not None]
+        if not present:
+            raise ValueError("no layer could be read: nothing to record")
         jobs = [
             KernelJob(
-                kernel=t.kernel,
-                nodes=info.shape[0] if len(info.shape) > 1 else 1,
-                input_units=info.inputs if i in self._needs_cols else 0,
-                bias=t.bias,
+                kernel=tensors[i].kernel,
+                nodes=self.layers[i].shape[0] if len(self.layers[i].shape) > 1 else 1,
+                input_units=self.layers[i].inputs if i in self._needs_cols else 0,
+                bias=tensors[i].bias,
                 sample=self._sketch_at[i],
             )
-            for i, (info, t) in enumerate(zip(self.layers, tensors))
+            for i in present
         ]
-        raws = reduce_jobs(jobs, self.bins, on_device=on_device)
-        return summarize(step, self.layers, raws, self.pairs)
+        raws = self._reduce(jobs, self.bins, on_device=on_device)
+        if len(present) == len(self.layers):
+            return summarize(step, self.layers, raws, self.pairs)
+        index = {i: k for k, i in enumerate(present)}
+        pairs = {index[a]: index[b] for a, b in self.pairs.items() if a in index and b in index}
+        return summarize(step, [self.layers[i] for i in present], raws, pairs)
 
     def close(self, success: bool = True) -> None:
         """Mark the run finished in the HParams dashboard and close the file. Idempotent."""
         if self.closed:
             return
-        if self._config_written is None or self._config_written != self._metric_names:
-            self._write_hparams()
-        self.writer.write_summary(summaries.hparams_end_summary(success), step=0)
-        self.writer.close()
+        if self.writer is None:
+            self._computing_closed = True
+            return
+        try:
+            if self._config_written is None or self._config_written != self._metric_names:
+                self._write_hparams()
+            self.writer.write_summary(summaries.hparams_end_summary(success), step=0)
+            self.writer.close()
+        finally:
+            release(self._lock)
 
     # -- internals --------------------------------------------------------
     def _check_open(self) -> None:
@@ -186,6 +247,6 @@ class Recorder:
             "layers": [layer.to_json() for layer in self.layers],
         }
         path = self.log_dir / RUN_INFO_FILE
-        tmp = path.with_suffix(".json.tmp")
+        tmp = path.with_suffix(f".json.{os.getpid()}.tmp")  # one writer's own temporary file
         tmp.write_text(json.dumps(info, indent=1, default=str))
         tmp.replace(path)
