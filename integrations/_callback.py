@@ -166,6 +166,10 @@ class WatchSession:
         if self.writes and not self._directory_usable():
             return
         tensors = self.tensors() if weights else None
+        if tensors is not None and all(t is None for t in tensors):  # each was warned about
+            tensors, weights = None, False
+            if not metrics:
+                return
         try:
             snapshot = self.recorder.log(step, tensors, metrics)
         except Exception as exc:  # noqa: BLE001 - never into the training loop

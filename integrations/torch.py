@@ -20,7 +20,8 @@ torch = require("torch", "torch", "weightwatch.integrations.torch")
 nn = torch.nn
 
 from weightwatch.integrations._callback import WatchSession  # noqa: E402
-from weightwatch.integrations._torch_dist import clean_name, process, sharded_piece, sharded_reducer, unwrap  # noqa: E402
+from weightwatch.integrations._torch_dist import (  # noqa: E402
+    clean_name, process, sharded_piece, sharded_reducer, unwrap)
 from weightwatch.integrations.options import Schedule, WatchOptions, as_schedule, check_every  # noqa: E402
 from weightwatch.layers import LayerInfo, LayerTensors, finish_discovery  # noqa: E402
 

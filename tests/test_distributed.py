@@ -109,7 +109,8 @@ def test_fsdp2_rank_that_does_not_log_is_named_within_the_timeout(tmp_path):
 
 def test_fsdp1_is_refused_with_what_to_use(tmp_path):
     cmd_out = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.path.insert(0, 'tests'); import dist_job, torch, torch.distributed as d;"
+        [sys.executable, "-c", "import sys; sys.path.insert(0, 'tests');"
+         "import dist_job, torch, torch.distributed as d;"
          f"d.init_process_group('gloo', init_method='tcp://127.0.0.1:{free_port()}', rank=0, world_size=1);"
          "from weightwatch.integrations.torch import WeightWatch;"
          f"WeightWatch(dist_job.wrap('fsdp1', dist_job.Net()), {str(tmp_path / 'r')!r})"],
