@@ -143,7 +143,8 @@ def test_sigkill_after_epoch_k_reads_back_complete(tmp_path):
     out = subprocess.run([sys.executable, "-m", "weightwatch.cli", "compare", str(tmp_path), "--json", "--no-figures",
                           "--no-tensorboard", "--no-cache", "--workers", "1", "--out", str(tmp_path / "report")],
                          capture_output=True, text=True, timeout=300)
-    assert "killed" in out.stdout + out.stderr, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["runs"]["killed"]["value"] == pytest.approx(0.7, rel=1e-6), out.stderr[-2000:]  # epoch 2's
 
 
 def test_two_runs_into_one_log_dir_overwrite_nothing(tmp_path):
