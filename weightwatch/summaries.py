@@ -72,11 +72,42 @@ def hparams_summaries(hparams: Mapping[str, object], metric_tags: Iterable[str],
     """
     clean = {str(k): hparam_value(v) for k, v in hparams.items()}
     config = hparams_v2.hparams_config_pb(
-        hparams=[hparams_v2.HParam(name) for name in sorted(clean)],
+        hparams=[hparams_v2.HParam(name, hparam_domain(clean[name])) for name in sorted(clean)],
         metrics=[hparams_v2.Metric(tag) for tag in metric_tags],
     )
     start = hparams_v2.hparams_pb(clean, trial_id=group_name)
     return [config, start]
+
+
+class _TypedReal(hparams_v2.Domain):
+    """A float64 hparam with no bounds: typed (TensorBoard offers a min / max filter), never narrowed."""
+
+    @property
+    def dtype(self) -> type:
+        return float
+
+    def sample_uniform(self, rng=None) -> float:  # part of Domain's interface; nothing to sample from
+        raise NotImplementedError("an unbounded hparam has no uniform distribution")
+
+    def update_hparam_info(self, hparam_info: api_pb2.HParamInfo) -> None:
+        hparam_info.type = api_pb2.DATA_TYPE_FLOAT64
+
+
+def hparam_domain(value: bool | float | str) -> hparams_v2.Domain:
+    """The declared type (and domain) of one hparam, so TensorBoard types its column.
+
+    Numbers get the float64 type and no bounds: a run knows only its own value,
+    and TensorBoard takes the experiment of one run for the whole log dir, so
+    bounds from one run would hide the others. A bool's domain is both values;
+    a string's domain has to be discrete (TensorBoard warns otherwise), and is
+    the run's own value. TensorBoard prints every number with 5 significant
+    digits (a width of 32 shows as 32.000).
+    """
+    if isinstance(value, bool):
+        return hparams_v2.Discrete([False, True])
+    if isinstance(value, str):
+        return hparams_v2.Discrete([value])
+    return _TypedReal()
 
 
 def hparams_end_summary(success: bool = True, end_time: float | None = None) -> summary_pb2.Summary:
