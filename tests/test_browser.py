@@ -136,3 +136,35 @@ def test_custom_scalars_dashboard_shows_mean_and_std_per_layer(served):
             assert [e[1] for e in events] == [0, 1, 2]
     assert not log.errors
     page.close()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """``weightwatch compare`` on a small real population: (the report folder, the run names)."""
+    import populations
+    from weightwatch.cli import main
+
+    executable = require_browser()
+    root, truth = populations.shared_population(tmp_path_factory)
+    out = tmp_path_factory.mktemp("report")
+    assert main(["compare", str(root), "--out", str(out), "--no-tensorboard"]) == 0
+    return executable, out, sorted(truth)
+
+
+def test_html_report_opens_with_every_image_and_no_console_error(report):
+    executable, out, names = report
+    log = PageLog()
+    with browser(executable) as b:
+        page = open_page(b, (out / "index.html").as_uri(), log)
+        page.wait_for_load_state("load")
+        images = page.evaluate(
+            "() => Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
+        body = page.inner_text("body")
+        page.locator("details").first.click()  # the run table is folded; a reader opens it
+        shown = page.inner_text("details")
+    assert len(images) >= 5, images
+    broken = [alt for alt, complete, w, h in images if not (complete and w > 0 and h > 0)]
+    assert not broken, f"images that did not load: {broken}"
+    assert not log.errors and not [t for kind, t in log.console if kind == "error"], (log.errors, log.console)
+    assert "Runs per group" in body
+    assert all(name in shown for name in names)
