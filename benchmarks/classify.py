@@ -36,7 +36,8 @@ import populations_fmnist as pf  # noqa: E402
 from _results import update_section  # noqa: E402
 
 from weightwatch.analysis.features import FEATURE_NAMES, run_features  # noqa: E402
-from weightwatch.analysis.load import final_metric, load_runs  # noqa: E402
+from weightwatch.analysis.loading.loader import load_runs  # noqa: E402
+from weightwatch.analysis.loading.metric import final_metric  # noqa: E402
 from weightwatch.analysis.model import (  # noqa: E402
     _classifiers, _filled, _regressors, _usable, cross_validate, fit_reference, hparams_matrix, quality,
 )

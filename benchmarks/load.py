@@ -87,7 +87,7 @@ def append_epoch(root: Path) -> None:
     """Append one epoch of scalars and histograms to every run's event file (as a resumed writer would)."""
     from tensorboard.compat.proto import event_pb2, summary_pb2
 
-    from weightwatch.analysis.load import find_runs
+    from weightwatch.analysis.loading.find import find_runs
     from weightwatch.events import frame_record
     from weightwatch.summaries import histogram_value, scalars_summary
 
@@ -116,7 +116,7 @@ def time_tbparse(root: Path, n: int, repeats: int) -> tuple[float, int]:
     """Seconds for tbparse to read ``n`` runs (scalars + histograms), copied to their own directory."""
     from tbparse import SummaryReader
 
-    from weightwatch.analysis.load import find_runs
+    from weightwatch.analysis.loading.find import find_runs
 
     sub = Path(tempfile.mkdtemp(prefix="ww-tbparse-"))
     try:
@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
 
-    from weightwatch.analysis.cache import CACHE_DIR
-    from weightwatch.analysis.load import load_runs
+    from weightwatch.analysis.loading.cache import CACHE_DIR
+    from weightwatch.analysis.loading.loader import load_runs
 
     root = args.dir or Path(tempfile.gettempdir()) / f"weightwatch-bench-{args.runs}x{args.epochs}x{args.layers}"
     stamp = root / "population.json"

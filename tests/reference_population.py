@@ -34,7 +34,7 @@ def shared(tmp_path_factory) -> Shared:
     """Build (once per session) the population and its reference."""
     if "shared" in _cache:
         return _cache["shared"]
-    from weightwatch.analysis.load import load_runs
+    from weightwatch.analysis.loading.loader import load_runs
     from weightwatch.analysis.model import fit_reference
 
     base = tmp_path_factory.mktemp("classify")
@@ -58,9 +58,9 @@ def per_step_reference(tmp_path_factory) -> Path:
         return _cache["per_step"]
     import numpy as np
 
-    from weightwatch.analysis.load import load_runs
+    from weightwatch.analysis.loading.loader import load_runs
     from weightwatch.analysis.model import fit_reference
-    from weightwatch.analysis.run import HistogramSeries, Series
+    from weightwatch.analysis.loading.run import HistogramSeries, Series
 
     base = shared(tmp_path_factory)
     runs = load_runs(base.train, progress=False, cache=False).runs

@@ -15,7 +15,8 @@ from sklearn.metrics import r2_score, roc_auc_score
 import populations
 from reference_population import EPOCHS, TRAIN_RUNS, shared
 from weightwatch.analysis.features import FEATURE_NAMES, run_features
-from weightwatch.analysis.load import final_metric, load_runs
+from weightwatch.analysis.loading.loader import load_runs
+from weightwatch.analysis.loading.metric import final_metric
 from weightwatch.analysis.model import _classifiers, _regressors, export, make_labels, population_features
 from weightwatch.analysis.reference import JSON_MEMBER, Reference, ReferenceError, classify_runs
 

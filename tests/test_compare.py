@@ -16,7 +16,7 @@ from tensorboard.compat.proto import summary_pb2
 import populations
 from weightwatch.analysis.dispersion import permutation_test
 from weightwatch.analysis.groups import GROUPS, natural_breaks
-from weightwatch.analysis.load import load_runs
+from weightwatch.analysis.loading.loader import load_runs
 from weightwatch.cli import main
 from weightwatch.events import EventFileWriter
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from weightwatch.analysis.features import FEATURE_NAMES, assign_slots, histogram_shape, run_features
 from weightwatch.analysis.live import LoggedRun
-from weightwatch.analysis.load import load_runs
+from weightwatch.analysis.loading.loader import load_runs
 from weightwatch.integrations.torch import WeightWatch
 
 

@@ -12,8 +12,10 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 import populations
-from weightwatch.analysis import load as load_mod
-from weightwatch.analysis.load import final_metric, find_runs, load_runs
+from weightwatch.analysis.loading import loader as load_mod
+from weightwatch.analysis.loading.find import POPULATION_MARKER, find_runs
+from weightwatch.analysis.loading.loader import load_runs
+from weightwatch.analysis.loading.metric import final_metric
 from weightwatch.events import EventFileWriter, frame_record
 
 
@@ -262,16 +264,16 @@ def test_find_runs_skips_hidden_dirs_and_compare_output(tmp_path):
     for d in ("a", ".hidden", "out"):
         (tmp_path / d).mkdir()
         (tmp_path / d / "events.out.tfevents.1.h").write_bytes(b"")
-    (tmp_path / "out" / load_mod.POPULATION_MARKER).write_text("{}")
+    (tmp_path / "out" / POPULATION_MARKER).write_text("{}")
     assert find_runs(tmp_path) == [tmp_path / "a"]
 
 
-@pytest.mark.parametrize("module", ["records", "wire", "columns", "cache", "load", "run"])
+@pytest.mark.parametrize("module", ["records", "wire", "columns", "lazy", "cache", "metric", "loader"])
 def test_doctests(module):
     import doctest
     import importlib
 
-    mod = importlib.import_module(f"weightwatch.analysis.{module}")
+    mod = importlib.import_module(f"weightwatch.analysis.loading.{module}")
     assert doctest.testmod(mod, optionflags=doctest.ELLIPSIS).failed == 0
 
 
@@ -324,7 +326,7 @@ def test_run_maps_behave_like_dicts_and_pickle(population):
 
 
 def test_cache_grows_by_segments_and_survives_damage(fresh):
-    from weightwatch.analysis.cache import CACHE_DIR, MAX_SEGMENTS, cache_file, load_cache
+    from weightwatch.analysis.loading.cache import CACHE_DIR, MAX_SEGMENTS, cache_file, load_cache
 
     root, truth = fresh
     name = sorted(truth)[2]
@@ -359,7 +361,7 @@ def test_cache_grows_by_segments_and_survives_damage(fresh):
 
 
 def test_packed_histograms_round_trip_exactly():
-    from weightwatch.analysis.columns import pack_histograms, unpack_histograms
+    from weightwatch.analysis.loading.columns import pack_histograms, unpack_histograms
     from weightwatch.ops.raw import bin_edges
 
     rng = np.random.default_rng(5)
@@ -395,8 +397,8 @@ def test_progress_bar_on_a_terminal_only(population, monkeypatch):
 
 
 def test_hugging_face_eval_accuracy_is_found_before_train_accuracy():
-    from weightwatch.analysis.load import find_metric
-    from weightwatch.analysis.run import Run, Series
+    from weightwatch.analysis.loading.metric import find_metric
+    from weightwatch.analysis.loading.run import Run, Series
 
     s = Series(np.array([0]), np.array([0.5]))
     run = Run("r", Path("r"), scalars={"accuracy": s, "eval_accuracy": s, "loss": s})

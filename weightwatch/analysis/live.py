@@ -34,7 +34,7 @@ from weightwatch.tags import histogram_tags, scalar_tags
 
 from .features import run_features
 from .reference import Reference, load_reference
-from .run import HistogramSeries, Run, Series
+from .loading.run import HistogramSeries, Run, Series
 
 P_OPTIMAL = "weightwatch/p_optimal"
 PREDICTED = "weightwatch/predicted_accuracy"

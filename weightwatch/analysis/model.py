@@ -34,7 +34,7 @@ from weightwatch._optional import require
 
 from .features import FEATURE_NAMES, FeatureTable, run_features
 from .reference import Model, Reference, StepModels, json_safe, reference_info
-from .run import Run
+from .loading.run import Run
 
 #: AUC the early-prediction summary looks for ("earliest step with AUC >= 0.9").
 EARLY_AUC = 0.9
@@ -152,7 +152,7 @@ class Population:
 
 def population_features(runs: Sequence[Run], metric: str | None = None) -> Population:
     """Features and final metric of every run that has the metric (the others are listed as unlabelled)."""
-    from .load import final_metric
+    from .loading.metric import final_metric
 
     chosen = metric
     labelled, tables, values, unlabelled = [], [], [], []
@@ -527,7 +527,7 @@ def fit_command(args: Any) -> int:
     import sys
     from pathlib import Path
 
-    from .load import load_runs
+    from .loading.loader import load_runs
 
     try:
         loaded = load_runs(args.path, progress=not args.json)

@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from .features import FEATURE_NAMES, FEATURE_SET, FEATURE_VERSION, FeatureTable, run_features
-from .run import Run
+from .loading.run import Run
 
 FORMAT = "weightwatch-reference"
 VERSION = 1
@@ -515,7 +515,7 @@ def format_prediction_table(predictions: Sequence[Prediction]) -> str:
 def classify_path(path: str | Path, reference: str | Path | Reference, step: int | None = None,
                   problems: list[str] | None = None) -> list[Prediction]:
     """Classify every run below ``path`` (runs without logged weights are skipped, noted in ``problems``)."""
-    from .load import load_runs
+    from .loading.loader import load_runs
 
     ref = load_reference(reference)
     out = []
@@ -533,7 +533,7 @@ def classify_command(args: Any) -> int:
     one run was classified; runs that could not be are reported on stderr; 1 when none was)."""
     import sys
 
-    from .load import load_runs
+    from .loading.loader import load_runs
 
     try:
         ref = Reference.load(args.reference)

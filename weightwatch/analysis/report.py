@@ -20,7 +20,8 @@ from typing import Any
 
 from .dispersion import Dispersion, dispersion_tests
 from .groups import GROUPS, Grouping, TableRow, group_runs, table
-from .load import METRIC_NAMES, LoadResult, load_runs
+from .loading.loader import LoadResult, load_runs
+from .loading.metric import METRIC_NAMES
 
 
 class NothingToCompare(Exception):

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .load import POPULATION_MARKER
+from .loading.find import POPULATION_MARKER
 from .report import format_p
 
 if TYPE_CHECKING:

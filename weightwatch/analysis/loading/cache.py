@@ -16,10 +16,10 @@ segment's arrays were parsed from: ``start`` 0 replaces what earlier segments
 held for the file, otherwise it extends them), ``tail`` (hex of the 16 bytes
 before ``end``, to recognise the same file grown), what was decoded
 (``scalars``, ``histograms``), problems, tag plugins, its tag table (``tags``)
-and ``arrays``: for each :class:`~weightwatch.analysis.columns.Columns` array,
+and ``arrays``: for each :class:`~weightwatch.analysis.loading.columns.Columns` array,
 [dtype, length, offset from the start of the segment's array data]; the
 histograms' edges and counts are stored packed (``h_pack_*``, see
-:func:`~weightwatch.analysis.columns.pack_histograms`: equal-width edges as
+:func:`~weightwatch.analysis.loading.columns.pack_histograms`: equal-width edges as
 their two ends, integral counts as int32).
 
 A load that finds new bytes appends one segment with just them; a file with

@@ -3,7 +3,7 @@
 :class:`Columns` is what the loader parses out of one event file and what the
 cache stores: every scalar point and histogram in file order, tags as indices
 into a small tag table. Merging files, appending newly written records and
-building the :class:`~weightwatch.analysis.run.Run` data model are array
+building the :class:`~weightwatch.analysis.loading.run.Run` data model are array
 operations on these columns.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .run import HistogramSeries, LazyHistograms, LazySeries
+from .lazy import LazyHistograms, LazySeries
 
 #: How many histograms to keep per tag: every step, only the latest, or none.
 HISTOGRAM_MODES = ("none", "last", "all")
@@ -196,28 +196,6 @@ def to_series(cols: Columns) -> tuple[LazySeries, LazyHistograms]:
                                 bins=cols.h_bins[rows], edges_at=edges_at[rows], counts_at=counts_at[rows],
                                 edges=cols.h_edges, counts=cols.h_counts)
     return scalars, histograms
-
-
-def stack_histograms(steps: np.ndarray, bins: np.ndarray, edges_at: np.ndarray, counts_at: np.ndarray,
-                     edges: np.ndarray, counts: np.ndarray) -> HistogramSeries:
-    """One tag's histograms as a HistogramSeries: rows at offsets ``edges_at`` /
-    ``counts_at`` of the flat ``edges`` / ``counts``, ``bins`` bins each.
-
-    Histograms with fewer bins than the tag's most (other writers drop empty
-    buckets) are padded on the right with empty zero-width bins at their
-    maximum, which changes no count and no edge.
-    """
-    k = int(bins.max()) if bins.size else 0
-    if (bins == k).all():
-        return HistogramSeries(steps, edges[edges_at[:, None] + np.arange(k + 1)],
-                               counts[counts_at[:, None] + np.arange(k)])
-    out_edges = np.empty((steps.size, k + 1))
-    out_counts = np.zeros((steps.size, k))
-    for i, (e0, c0, n) in enumerate(zip(edges_at.tolist(), counts_at.tolist(), bins.tolist())):
-        out_edges[i, :n + 1] = edges[e0:e0 + n + 1]
-        out_edges[i, n + 1:] = edges[e0 + n]
-        out_counts[i, :n] = counts[c0:c0 + n]
-    return HistogramSeries(steps, out_edges, out_counts)
 
 
 def pack_histograms(bins: np.ndarray, edges: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:

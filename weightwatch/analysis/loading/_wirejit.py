@@ -1,4 +1,4 @@
-"""The compiled half of :mod:`weightwatch.analysis.wire` (numba, cached on disk).
+"""The compiled half of :mod:`weightwatch.analysis.loading.wire` (numba, cached on disk).
 
 Module-level functions, imported on first use: numba can only cache a
 compiled function that calls other compiled functions when they are globals.

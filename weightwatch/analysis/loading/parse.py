@@ -1,4 +1,4 @@
-"""Event file bytes -> :class:`~weightwatch.analysis.columns.Columns`.
+"""Event file bytes -> :class:`~weightwatch.analysis.loading.columns.Columns`.
 
 Framing and checksums (:mod:`.records`), then the compiled decoder
 (:mod:`.wire`) for the bulk, the protobuf classes for the few records it leaves.

@@ -1,39 +1,13 @@
-"""One logged run, as the analysis sees it (the loader's output)."""
+"""The loaded run's series maps: tag -> series, each built on first access from shared sorted arrays."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from weightwatch.layers import LayerInfo
-
-
-@dataclass
-class Series:
-    """A scalar over time. steps: (n,) int64, increasing; values: (n,) float64.
-
-    When a step was written twice (a resumed run), the last value wins.
-    """
-
-    steps: np.ndarray
-    values: np.ndarray
-
-    @property
-    def last(self) -> float:
-        return float(self.values[-1])
-
-
-@dataclass
-class HistogramSeries:
-    """A histogram over time: steps (n,), edges (n, k + 1), counts (n, k)."""
-
-    steps: np.ndarray
-    edges: np.ndarray
-    counts: np.ndarray
+from .run import HistogramSeries, Series
 
 
 class _LazyMap(MutableMapping):
@@ -122,47 +96,32 @@ class LazySeries(_LazyMap):
 class LazyHistograms(_LazyMap):
     """tag -> :class:`HistogramSeries` over sorted columns: ``steps`` and ``bins`` (one
     row per histogram), their offsets ``edges_at`` / ``counts_at`` into the
-    concatenated ``edges`` / ``counts`` (see :class:`weightwatch.analysis.columns.Columns`)."""
+    concatenated ``edges`` / ``counts`` (see :class:`~weightwatch.analysis.loading.columns.Columns`)."""
 
     def _build(self, i: int) -> HistogramSeries:
-        from .columns import stack_histograms
-
         a, b = self._bounds[i], self._bounds[i + 1]
         steps, bins = self._arrays["steps"], self._arrays["bins"]
         return stack_histograms(steps[a:b], bins[a:b], self._arrays["edges_at"][a:b],
                                 self._arrays["counts_at"][a:b], self._arrays["edges"], self._arrays["counts"])
 
 
-@dataclass
-class Run:
-    """Everything the analysis needs from one run directory.
+def stack_histograms(steps: np.ndarray, bins: np.ndarray, edges_at: np.ndarray, counts_at: np.ndarray,
+                     edges: np.ndarray, counts: np.ndarray) -> HistogramSeries:
+    """One tag's histograms as a HistogramSeries: rows at offsets ``edges_at`` /
+    ``counts_at`` of the flat ``edges`` / ``counts``, ``bins`` bins each.
 
-    Attributes:
-        name: the run directory relative to the root given to the loader.
-        path: the run directory.
-        info: the contents of ``weightwatch.json`` ({} when absent).
-        scalars: tag -> Series (weights/..., node_strength/..., the user's metrics).
-        histograms: tag -> HistogramSeries (``weights/<layer>``, ``node_strength/<layer>``).
-            The loader fills both with dict-like maps that build each series on
-            first access (:class:`LazySeries`, :class:`LazyHistograms`).
-        problems: what went wrong reading it (truncated file, bad record, ...).
+    Histograms with fewer bins than the tag's most (other writers drop empty
+    buckets) are padded on the right with empty zero-width bins at their
+    maximum, which changes no count and no edge.
     """
-
-    name: str
-    path: Path
-    info: dict[str, Any] = field(default_factory=dict)
-    scalars: MutableMapping[str, Series] = field(default_factory=dict)
-    histograms: MutableMapping[str, HistogramSeries] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def layers(self) -> list[LayerInfo]:
-        return [LayerInfo.from_json(d) for d in self.info.get("layers", [])]
-
-    @property
-    def architecture(self) -> str | None:
-        return self.info.get("architecture")
-
-    @property
-    def hparams(self) -> dict[str, Any]:
-        return dict(self.info.get("hparams", {}))
+    k = int(bins.max()) if bins.size else 0
+    if (bins == k).all():
+        return HistogramSeries(steps, edges[edges_at[:, None] + np.arange(k + 1)],
+                               counts[counts_at[:, None] + np.arange(k)])
+    out_edges = np.empty((steps.size, k + 1))
+    out_counts = np.zeros((steps.size, k))
+    for i, (e0, c0, n) in enumerate(zip(edges_at.tolist(), counts_at.tolist(), bins.tolist())):
+        out_edges[i, :n + 1] = edges[e0:e0 + n + 1]
+        out_edges[i, n + 1:] = edges[e0 + n]
+        out_counts[i, :n] = counts[c0:c0 + n]
+    return HistogramSeries(steps, out_edges, out_counts)
