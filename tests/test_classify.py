@@ -14,11 +14,14 @@ from sklearn.metrics import r2_score, roc_auc_score
 
 import populations
 from reference_population import EPOCHS, TRAIN_RUNS, shared
-from weightwatch.analysis.features import FEATURE_NAMES, run_features
+from weightwatch.analysis.classification.features import FEATURE_NAMES, run_features
 from weightwatch.analysis.loading.loader import load_runs
 from weightwatch.analysis.loading.metric import final_metric
-from weightwatch.analysis.model import _classifiers, _regressors, export, make_labels, population_features
-from weightwatch.analysis.reference import JSON_MEMBER, Reference, ReferenceError, classify_runs
+from weightwatch.analysis.classification.candidates import classifiers, regressors
+from weightwatch.analysis.classification.export import export
+from weightwatch.analysis.classification.population import make_labels, population_features
+from weightwatch.analysis.classification.reference import Reference, classify_runs
+from weightwatch.analysis.classification.reffile import JSON_MEMBER, ReferenceFileError
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +85,8 @@ def test_cross_validated_quality_is_out_of_fold(pop):
     xf = np.where(finite, x, median)[:, used]
     p, pred = np.zeros(len(y)), np.zeros(len(y))
     for tr, te in StratifiedKFold(3, shuffle=True, random_state=0).split(xf, y):
-        clf = _classifiers(0)[final["classifier"]].fit(xf[tr], y[tr])
-        reg = _regressors(0)[final["regressor"]].fit(xf[tr], population.values[tr])
+        clf = classifiers(0)[final["classifier"]].fit(xf[tr], y[tr])
+        reg = regressors(0)[final["regressor"]].fit(xf[tr], population.values[tr])
         p[te], pred[te] = clf.predict_proba(xf[te])[:, 1], reg.predict(xf[te])
     assert final["auc"] == pytest.approx(roc_auc_score(y, p))
     assert final["r2"] == pytest.approx(r2_score(population.values, pred))
@@ -100,10 +103,10 @@ def test_exported_models_predict_what_sklearn_predicts(name):
     target = xu[:, 0] - 0.5 * xu[:, 1] + 0.3 * rng.normal(size=n)
     classifier = name != "ridge"
     if classifier:
-        est = _classifiers(0)[name].fit(xu, target > 0)
+        est = classifiers(0)[name].fit(xu, target > 0)
         want = est.predict_proba(xu)[:, 1]
     else:
-        est = _regressors(0)[name].fit(xu, target)
+        est = regressors(0)[name].fit(xu, target)
         want = est.predict(xu)
     model = export(est, used, xu, classifier)
     assert model.predict(x) == pytest.approx(want, rel=1e-9, abs=1e-12)
@@ -168,7 +171,7 @@ def test_a_crafted_file_cannot_run_code(pop, tmp_path):
         doc = json.loads(zf.read(JSON_MEMBER))
     fill = f"arrays/{doc['steps'][0]['fill']}.npy"
     bad = rewrite(pop.reference, tmp_path / "evil.ww", members={fill: buf.getvalue()})
-    with pytest.raises(ReferenceError, match="cannot be read safely"):
+    with pytest.raises(ReferenceFileError, match="cannot be read safely"):
         Reference.load(bad)
     assert not proof.exists()
 
@@ -183,7 +186,7 @@ def test_a_tree_that_loops_is_refused(pop, tmp_path):
     left[0] = 0  # the root is its own child
     buf = io.BytesIO()
     np.save(buf, left)
-    with pytest.raises(ReferenceError, match="larger than their parent"):
+    with pytest.raises(ReferenceFileError, match="larger than their parent"):
         Reference.load(rewrite(pop.reference, tmp_path / "loop.ww", members={key: buf.getvalue()}))
 
 
@@ -199,14 +202,14 @@ def test_a_tree_that_loops_is_refused(pop, tmp_path):
     (lambda d: d["steps"][0].pop("fill"), "malformed reference"),
 ])
 def test_other_versions_feature_sets_and_malformed_files_are_refused_clearly(pop, tmp_path, edit, message):
-    with pytest.raises(ReferenceError, match=message.replace(".", r"\.")):
+    with pytest.raises(ReferenceFileError, match=message.replace(".", r"\.")):
         Reference.load(rewrite(pop.reference, tmp_path / "other.ww", json_edit=edit))
 
 
 def test_not_a_reference(tmp_path):
     path = tmp_path / "junk.ww"
     path.write_bytes(b"\x80\x04K\x01.")  # a pickle, not a ZIP
-    with pytest.raises(ReferenceError, match="not a weightwatch reference"):
+    with pytest.raises(ReferenceFileError, match="not a weightwatch reference"):
         Reference.load(path)
 
 
@@ -249,7 +252,7 @@ def test_labels(pop):
     with pytest.raises(ValueError):
         make_labels(values, threshold=0.5, top=0.5)
     # by default, compare's high group (per family)
-    from weightwatch.analysis.groups import group_runs
+    from weightwatch.analysis.comparison.groups import group_runs
 
     runs = load_runs(pop.train, progress=False, cache=False).runs
     population = population_features(runs)
@@ -260,11 +263,11 @@ def test_labels(pop):
 
 
 def test_a_run_of_another_family_gets_a_note(pop):
-    from weightwatch.analysis.model import fit_reference
+    from weightwatch.analysis import fit
 
     runs = load_runs(pop.train, progress=False, cache=False).runs
     mlps = [r for r in runs if r.name.startswith("mlp/")]
-    ref = fit_reference(mlps, cv=2, baseline=False).reference
+    ref = fit(mlps, cv=2, baseline=False).reference
     cnn = next(r for r in runs if r.name.startswith("cnn/"))
     assert any("same architecture family" in n for n in ref.classify(cnn).notes)
     assert not ref.classify(mlps[0]).notes
@@ -273,7 +276,7 @@ def test_a_run_of_another_family_gets_a_note(pop):
 # -- the command line ------------------------------------------------------------------------------------
 
 def test_cli_fit_and_classify(pop, tmp_path, capsys):
-    from weightwatch.analysis.model import format_fit
+    from weightwatch.analysis import format_fit
     from weightwatch.cli import main
 
     out = tmp_path / "ref.ww"

@@ -14,8 +14,8 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.compat.proto import summary_pb2
 
 import populations
-from weightwatch.analysis.dispersion import permutation_test
-from weightwatch.analysis.groups import GROUPS, natural_breaks
+from weightwatch.analysis.comparison.dispersion import permutation_test
+from weightwatch.analysis.comparison.groups import GROUPS, natural_breaks
 from weightwatch.analysis.loading.loader import load_runs
 from weightwatch.cli import main
 from weightwatch.events import EventFileWriter
@@ -227,7 +227,9 @@ def test_demo_runs_with_tiny_settings(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "weightwatch-population" / "projector_config.pbtxt").exists()
 
 
-@pytest.mark.parametrize("module", ["groups", "final", "dispersion", "figures", "report"])
+@pytest.mark.parametrize("module", ["comparison.groups", "comparison.final", "comparison.dispersion",
+                                    "comparison.compare", "rendering.plots", "rendering.figures",
+                                    "rendering.numbers"])
 def test_doctests(module):
     import doctest
     import importlib

@@ -2,7 +2,7 @@
 
 The expected values are computed here with plain numpy from what TensorBoard's
 own EventAccumulator reads back (scalars and histograms), following the
-definitions in weightwatch/analysis/features.py's docstring; the features
+definitions in weightwatch/analysis/classification/features.py's docstring; the features
 under test come from weightwatch's loader and from the live scorer.
 """
 
@@ -16,8 +16,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from weightwatch.analysis.features import FEATURE_NAMES, assign_slots, histogram_shape, run_features
-from weightwatch.analysis.live import LoggedRun
+from weightwatch.analysis.classification.features import FEATURE_NAMES, assign_slots, histogram_shape, run_features
+from weightwatch.analysis.classification.live import LoggedRun
 from weightwatch.analysis.loading.loader import load_runs
 from weightwatch.integrations.torch import WeightWatch
 
@@ -161,10 +161,10 @@ def test_histogram_shape_of_known_distributions(dist, kurtosis, peak0):
     assert shape["h_peak0"][0] == pytest.approx(peak0, rel=0.03)
 
 
-@pytest.mark.parametrize("module", ["features", "model", "live", "reference"])
+@pytest.mark.parametrize("module", ["features", "population", "models", "reffile", "live", "reference"])
 def test_doctests(module):
     import doctest
     import importlib
 
-    mod = importlib.import_module(f"weightwatch.analysis.{module}")
+    mod = importlib.import_module(f"weightwatch.analysis.classification.{module}")
     assert doctest.testmod(mod, optionflags=doctest.ELLIPSIS).failed == 0

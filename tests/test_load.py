@@ -268,7 +268,7 @@ def test_find_runs_skips_hidden_dirs_and_compare_output(tmp_path):
     assert find_runs(tmp_path) == [tmp_path / "a"]
 
 
-@pytest.mark.parametrize("module", ["records", "wire", "columns", "lazy", "cache", "metric", "loader"])
+@pytest.mark.parametrize("module", ["records", "wire", "columns", "lazy", "cache", "metric"])
 def test_doctests(module):
     import doctest
     import importlib

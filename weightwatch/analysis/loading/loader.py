@@ -1,8 +1,8 @@
 """Load many runs at once: find them (:mod:`.find`), load each (:mod:`.one_run`) in worker processes.
 
 >>> result = load_runs("runs/")                     # doctest: +SKIP
->>> [(run.name, final_metric(run)) for run in result.runs]  # doctest: +SKIP
-[('sweep/seed0', ('val_accuracy', 0.93)), ...]
+>>> [(run.name, run.scalars["val_accuracy"].last) for run in result.runs]  # doctest: +SKIP
+[('sweep/seed0', 0.93), ...]
 
 Runs are spread over worker processes once the event files together are
 large enough to pay for them (:data:`PARALLEL_MIN_BYTES`).
@@ -177,6 +177,15 @@ def load_runs(root: str | os.PathLike[str], *, scalars: bool = True, histograms:
     Raises FileNotFoundError when ``root`` is not a directory. Everything else
     (unreadable, truncated or corrupt files) is reported, not raised: in
     ``run.problems`` when part of a run was read, in ``problems`` when nothing was.
+
+    With ``runs_dir`` a directory of 24 runs logged by weightwatch:
+
+    >>> result = load_runs(runs_dir, histograms="last", progress=False)
+    >>> len(result.runs), result.problems
+    (24, {})
+    >>> run = result.runs[0]
+    >>> run.scalars["val_accuracy"].steps.tolist(), run.histograms[f"weights/{run.layers[0].name}"].counts.shape[0]
+    ([0, 1, 2, 3], 1)
     """
     t0 = time.perf_counter()
     root = Path(root)

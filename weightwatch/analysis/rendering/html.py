@@ -10,12 +10,9 @@ import base64
 import math
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .report import format_p
-
-if TYPE_CHECKING:
-    from .report import Comparison
+from ..comparison.compare import Comparison
+from .numbers import format_p
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .loading.metric import METRIC_NAMES, final_metric, find_metric
-from .loading.run import Run
+from ..loading.metric import METRIC_NAMES, final_metric, find_metric
+from ..loading.run import Run
 
 GROUPS = ("non", "low", "mid", "high")
 #: A classifier whose accuracy is at most chance + this did not learn.

@@ -17,15 +17,15 @@ file                        paper       what
                                         role and all layers, for runs sharing an architecture
 ==========================  ==========  ================================================
 
-Every figure function takes the :class:`~weightwatch.analysis.report.Comparison`
+Every figure function takes the :class:`~weightwatch.analysis.comparison.compare.Comparison`
 (or part of it) and returns a matplotlib Figure, or None when the runs lack
 what it needs; :func:`write_figures` saves them and records runs it had to leave out.
+The shared drawing helpers are in :mod:`.plots`, the t-SNE in :mod:`.embedding`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,79 +35,17 @@ import numpy as np
 from weightwatch.layers import LayerInfo
 from weightwatch.tags import ALL, STRENGTH, WEIGHTS
 
-from .final import last, role_final
-from .groups import GROUPS, Labelled, loss_tag
+from ..comparison.compare import Comparison, Figure
+from ..comparison.final import last, role_final
+from ..comparison.groups import GROUPS, Labelled, loss_tag
+from .embedding import TSNE_MIN_RUNS, tsne
+from .plots import CMAP, GROUP_COLOURS, colourbar, family_layers, norm_of, plt_agg, scatter, slug, subplot_grid
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
 
-    from .report import Comparison, Figure
-
-GROUP_COLOURS = {"non": "#7f7f7f", "low": "#d62728", "mid": "#ff7f0e", "high": "#2ca02c"}
-#: t-SNE needs a few runs of one architecture.
-TSNE_MIN_RUNS = 5
+#: Points of the density curves.
 KDE_GRID = 400
-CMAP = "viridis"
-
-
-def slug(text: str) -> str:
-    """A file-name-safe version of ``text``.
-
-    >>> slug("DNN (fc×2, output)")
-    'dnn-fc2-output'
-    """
-    return re.sub(r"[^a-z0-9]+", "-", text.lower().replace("×", "")).strip("-") or "all"
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _grid(n: int, width: float = 3.4, height: float = 3.0, ncols: int = 4):
-    plt = _plt()
-    ncols = max(1, min(ncols, n))
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 1.2, height * nrows + 0.6), squeeze=False,
-                             layout="constrained")
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    return fig, list(axes.flat[:n])
-
-
-def _colourbar(fig: MplFigure, axes: Sequence, norm, label: str) -> None:
-    import matplotlib.cm as cm
-
-    fig.colorbar(cm.ScalarMappable(norm=norm, cmap=CMAP), ax=list(axes), shrink=0.85, label=label)
-
-
-def _norm(members: Sequence[Labelled]):
-    from matplotlib.colors import Normalize
-
-    values = np.array([lab.value for lab in members], dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    return Normalize(lo, hi if hi > lo else lo + 1e-9)
-
-
-def family_layers(members: Sequence[Labelled]) -> list[LayerInfo]:
-    """The family's layers, as the first run with layer info has them (positions line up across the family)."""
-    for lab in members:
-        if lab.run.layers:
-            return lab.run.layers
-    return []
-
-
-def _scatter(ax, x: np.ndarray, y: np.ndarray, c: np.ndarray, norm) -> None:
-    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(c)
-    order = np.argsort(c[ok])  # the best runs on top
-    ax.scatter(x[ok][order], y[ok][order], c=c[ok][order], cmap=CMAP, norm=norm, s=14, alpha=0.85,
-               edgecolors="none")
-
 
 # -- Fig. 1 ------------------------------------------------------------------------------------------------
 
@@ -115,9 +53,9 @@ def convergence(members: Sequence[Labelled], metric: str) -> MplFigure | None:
     """Loss per step of each run, coloured by its final metric (the metric itself when no run logs a loss)."""
     tags = [loss_tag(lab.run) for lab in members]
     use_loss = any(tags)
-    plt = _plt()
+    plt = plt_agg()
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-    norm = _norm(members)
+    norm = norm_of(members)
     cmap = plt.get_cmap(CMAP)
     lo, hi = math.inf, -math.inf
     for lab, tag in sorted(zip(members, tags), key=lambda p: p[0].value):
@@ -135,7 +73,7 @@ def convergence(members: Sequence[Labelled], metric: str) -> MplFigure | None:
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss" if use_loss else metric)
-    _colourbar(fig, [ax], norm, f"final {metric}")
+    colourbar(fig, [ax], norm, f"final {metric}")
     return fig
 
 
@@ -145,8 +83,8 @@ def mean_std_layers(members: Sequence[Labelled], metric: str) -> MplFigure | Non
     """Mean (x) against std (y) of each layer's final weights, and of all of them."""
     layers = family_layers(members)
     titles = [f"{i + 1}: {layer.name} ({layer.role})" for i, layer in enumerate(layers)] + ["all weights"]
-    fig, axes = _grid(len(titles))
-    norm = _norm(members)
+    fig, axes = subplot_grid(len(titles))
+    norm = norm_of(members)
     c = np.array([lab.value for lab in members])
     for i, ax in enumerate(axes):
         if i < len(layers):
@@ -156,11 +94,11 @@ def mean_std_layers(members: Sequence[Labelled], metric: str) -> MplFigure | Non
         else:
             x = np.array([last(lab.run, f"{WEIGHTS}/{ALL}/mean") for lab in members])
             y = np.array([last(lab.run, f"{WEIGHTS}/{ALL}/std") for lab in members])
-        _scatter(ax, x, y, c, norm)
+        scatter(ax, x, y, c, norm)
         ax.set_title(titles[i], fontsize=9)
         ax.set_xlabel("mean")
         ax.set_ylabel("std")
-    _colourbar(fig, axes, norm, f"final {metric}")
+    colourbar(fig, axes, norm, f"final {metric}")
     return fig
 
 
@@ -170,17 +108,17 @@ def mean_std_roles(members: Sequence[Labelled], metric: str) -> MplFigure | None
     roles = list(dict.fromkeys(r for f in finals for r in f))
     if not roles:
         return None
-    fig, axes = _grid(len(roles))
-    norm = _norm(members)
+    fig, axes = subplot_grid(len(roles))
+    norm = norm_of(members)
     c = np.array([lab.value for lab in members])
     for ax, role in zip(axes, roles):
         x = np.array([f[role].mean if role in f else math.nan for f in finals])
         y = np.array([f[role].std if role in f else math.nan for f in finals])
-        _scatter(ax, x, y, c, norm)
+        scatter(ax, x, y, c, norm)
         ax.set_title(role if role != ALL else "all weights", fontsize=9)
         ax.set_xlabel("mean")
         ax.set_ylabel("std")
-    _colourbar(fig, axes, norm, f"final {metric}")
+    colourbar(fig, axes, norm, f"final {metric}")
     return fig
 
 
@@ -240,7 +178,7 @@ def kde_layers(members: Sequence[Labelled], metric: str) -> MplFigure | None:
     layers = family_layers(members)
     if not layers or not any(lab.run.histograms for lab in members):
         return None
-    fig, axes = _grid(len(layers))
+    fig, axes = subplot_grid(len(layers))
     drawn = False
     for i, (ax, layer) in enumerate(zip(axes, layers)):
         names = [lab.run.layers[i].name if len(lab.run.layers) > i else "" for lab in members]
@@ -264,7 +202,7 @@ def kde_layers(members: Sequence[Labelled], metric: str) -> MplFigure | None:
         ax.set_ylabel("density")
         ax.legend(fontsize=7)
     if not drawn:
-        _plt().close(fig)
+        plt_agg().close(fig)
         return None
     return fig
 
@@ -297,89 +235,20 @@ def node_strength(members: Sequence[Labelled], metric: str) -> MplFigure | None:
         panels += [(a, b, stat, sym) for stat, sym in parts]
     if not panels:
         return None
-    fig, axes = _grid(len(panels), ncols=3)
-    norm = _norm(members)
+    fig, axes = subplot_grid(len(panels), ncols=3)
+    norm = norm_of(members)
     c = np.array([lab.value for lab in members])
     for ax, (a, b, stat, sym) in zip(axes, panels):
         def values(i: int) -> np.ndarray:
             return np.array([last(lab.run, f"{STRENGTH}/{lab.run.layers[i].name}/{stat}")
                              if len(lab.run.layers) > i else math.nan for lab in members])
 
-        _scatter(ax, values(a), values(b), c, norm)
+        scatter(ax, values(a), values(b), c, norm)
         ax.set_xlabel(f"{sym} {a + 1}: {layers[a].name}", fontsize=8)
         ax.set_ylabel(f"{sym} {b + 1}: {layers[b].name}", fontsize=8)
         ax.set_title(f"{layers[a].name} vs {layers[b].name} ({sym})", fontsize=9)
-    _colourbar(fig, axes, norm, f"final {metric}")
+    colourbar(fig, axes, norm, f"final {metric}")
     return fig
-
-
-# -- Figs. 11-13 ---------------------------------------------------------------------------------------------
-
-def sketch_matrix(members: Sequence[Labelled]) -> tuple[list[Labelled], dict[str, np.ndarray], list[str]]:
-    """The runs' weight sketches (:mod:`weightwatch.sketch`) as rows, per role and ``all``.
-
-    Returns (runs with a sketch, role -> (runs, values) matrix, messages about runs left out).
-    """
-    from weightwatch.sketch import read_sketch
-
-    kept, rows, problems = [], [], []
-    layers = family_layers(members)
-    for lab in members:
-        try:
-            _, values = read_sketch(lab.run.path)
-        except FileNotFoundError:
-            problems.append(f"{lab.name}: no weight sketch (weightwatch_sketch.npz): left out of the t-SNE")
-            continue
-        except (ValueError, OSError, KeyError) as exc:
-            problems.append(f"{lab.name}: unreadable weight sketch ({exc}): left out of the t-SNE")
-            continue
-        names = [layer.name for layer in lab.run.layers]
-        if [n for n in names if n not in values]:
-            problems.append(f"{lab.name}: its sketch lacks some layers: left out of the t-SNE")
-            continue
-        kept.append(lab)
-        rows.append([values[n] for n in names])
-    matrices: dict[str, np.ndarray] = {}
-    if kept:
-        roles = list(dict.fromkeys(layer.role for layer in layers))
-        for role in roles:
-            cols = [i for i, layer in enumerate(layers) if layer.role == role]
-            matrices[role] = np.array([np.concatenate([r[i] for i in cols]) for r in rows], dtype=np.float64)
-        matrices[ALL] = np.array([np.concatenate(r) for r in rows], dtype=np.float64)
-    return kept, matrices, problems
-
-
-def embed(x: np.ndarray, seed: int = 0) -> np.ndarray:
-    """2-D t-SNE of the rows of ``x`` (n, d): PCA to at most 50 dimensions first, then
-    scikit-learn's TSNE (perplexity min(30, (n - 1) / 3), PCA initialisation, 500 iterations)."""
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
-    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    n = x.shape[0]
-    if x.shape[1] > 50 and n > 2:
-        x = PCA(n_components=min(50, n - 1), random_state=seed).fit_transform(x)
-    perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, learning_rate="auto",
-                max_iter=500).fit_transform(x)
-
-
-def tsne(members: Sequence[Labelled], metric: str) -> tuple[MplFigure | None, list[str]]:
-    """t-SNE of the weight sketches per role and all layers, for runs of one architecture."""
-    kept, matrices, problems = sketch_matrix(members)
-    if len(kept) < TSNE_MIN_RUNS:
-        return None, problems
-    fig, axes = _grid(len(matrices))
-    norm = _norm(kept)
-    c = np.array([lab.value for lab in kept])
-    for ax, (role, x) in zip(axes, matrices.items()):
-        xy = embed(x)
-        _scatter(ax, xy[:, 0], xy[:, 1], c, norm)
-        ax.set_title(f"{role if role != ALL else 'all layers'} ({x.shape[1]} weights per run)", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    _colourbar(fig, axes, norm, f"final {metric}")
-    return fig, problems
 
 
 # -- writing -------------------------------------------------------------------------------------------------
@@ -389,9 +258,7 @@ def write_figures(c: Comparison, out: Path) -> list[Figure]:
 
     Runs a figure had to leave out are added to ``c.problems``.
     """
-    from .report import Figure
-
-    plt = _plt()
+    plt = plt_agg()
     written: list[Figure] = []
     metric = c.metric_label
 

@@ -32,9 +32,9 @@ from weightwatch.layers import LayerInfo
 from weightwatch.stats import Snapshot
 from weightwatch.tags import histogram_tags, scalar_tags
 
+from ..loading.run import HistogramSeries, Run, Series
 from .features import run_features
 from .reference import Reference, load_reference
-from .loading.run import HistogramSeries, Run, Series
 
 P_OPTIMAL = "weightwatch/p_optimal"
 PREDICTED = "weightwatch/predicted_accuracy"

@@ -22,15 +22,15 @@ import math
 import struct
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .loading.find import POPULATION_MARKER
-from .report import format_p
+from weightwatch.events import EventFileWriter
 
-if TYPE_CHECKING:
-    from .report import Comparison
+from ..comparison.compare import Comparison
+from ..loading.find import POPULATION_MARKER
+from .embedding import sketch_matrix
+from .numbers import format_p
 
 POPULATION_DIR = "weightwatch-population"
 
@@ -55,8 +55,6 @@ def write_projector(c: Comparison, out: Path) -> list[str]:
     """Write the sketch embeddings and projector_config.pbtxt; returns the embeddings' names."""
     from google.protobuf import text_format
     from tensorboard.plugins.projector import projector_config_pb2
-
-    from .figures import sketch_matrix
 
     config = projector_config_pb2.ProjectorConfig()
     by_arch: dict[tuple[str, str], list] = {}
@@ -86,8 +84,6 @@ def write_tensorboard(c: Comparison) -> Path:
     """Write ``<root>/weightwatch-population/`` (see the module doc); returns the directory."""
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.text import summary_v2 as text_v2
-
-    from weightwatch.events import EventFileWriter
 
     out = c.root / POPULATION_DIR
     out.mkdir(parents=True, exist_ok=True)

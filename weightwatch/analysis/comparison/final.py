@@ -15,7 +15,7 @@ import numpy as np
 from weightwatch.layers import LayerInfo
 from weightwatch.tags import ALL, STRENGTH, WEIGHTS
 
-from .loading.run import Run
+from ..loading.run import Run
 
 
 def last(run: Run, tag: str) -> float:

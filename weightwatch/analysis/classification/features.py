@@ -54,7 +54,7 @@ import numpy as np
 from weightwatch.layers import NODE_KINDS, LayerInfo, mark_output
 from weightwatch.tags import ALL, BIAS, STRENGTH, WEIGHTS
 
-from .loading.run import HistogramSeries, Run
+from ..loading.run import HistogramSeries, Run
 
 FEATURE_SET = "weightwatch-features"
 FEATURE_VERSION = 1
