@@ -65,8 +65,10 @@ def compare(root: str | Path, *, metric: str | None = None, thresholds: tuple[fl
     >>> c = compare(runs_dir, out=tmp / "report", tensorboard=False, progress=False)
     >>> c.metric_label, sum(row.runs for row in c.rows), c.report.name
     ('val_accuracy', 24, 'index.html')
-    >>> [d.role for d in c.dispersion if d.family == "DNN"][:1]
-    ['all']
+    >>> c.grouping.families
+    ['CNN (conv, output)', 'DNN (fc×2, output)']
+    >>> [d.role for d in c.dispersion if d.family.startswith("DNN")]
+    ['fc', 'output', 'all']
     """
     c = compare_runs(root, metric=metric, thresholds=thresholds, workers=workers, cache=cache, progress=progress,
                      permutations=permutations)

@@ -20,7 +20,7 @@ from weightwatch.analysis.loading.loader import load_runs
 from weightwatch.cli import main
 from weightwatch.events import EventFileWriter
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="session")
