@@ -284,3 +284,28 @@ def test_a_real_tensorboard_serves_the_population(full_report):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_permutation_p_value_is_the_share_of_relabellings_at_most_the_observed():
+    """Against every relabelling enumerated by hand, and the random case against its definition."""
+    import itertools
+
+    from weightwatch.analysis.comparison.dispersion import spread
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(9, 2)) * np.r_[np.full(4, 0.5), np.ones(5)][:, None]
+    is_high = np.arange(9) < 4
+
+    def ratio(mask):
+        return spread(x[mask]) / spread(x[~mask])
+
+    observed = ratio(is_high)
+    masks = [np.isin(np.arange(9), c) for c in itertools.combinations(range(9), 4)]
+    by_hand = np.mean([ratio(m) <= observed * (1 + 1e-12) for m in masks])
+    hi, lo, r, p = permutation_test(x, is_high, permutations=1000)  # 126 relabellings: exact
+    assert (hi, lo, r) == pytest.approx((spread(x[:4]), spread(x[4:]), observed))
+    assert p == pytest.approx(by_hand)
+    p_random = permutation_test(x, is_high, permutations=100, seed=3)[3]  # 100 < 126: random relabellings
+    assert p_random == permutation_test(x, is_high, permutations=100, seed=3)[3]  # reproducible
+    hits = round(p_random * 101) - 1
+    assert p_random == pytest.approx((1 + hits) / 101) and abs(p_random - by_hand) < 0.15
