@@ -403,3 +403,28 @@ def test_hugging_face_eval_accuracy_is_found_before_train_accuracy():
     s = Series(np.array([0]), np.array([0.5]))
     run = Run("r", Path("r"), scalars={"accuracy": s, "eval_accuracy": s, "loss": s})
     assert find_metric(run) == "eval_accuracy"
+
+
+@pytest.mark.parametrize("modulus", [1, 3])
+def test_tag_hash_collisions_never_mix_two_tags(fresh, monkeypatch, modulus):
+    """Every tag's 64-bit hash forced into ``modulus`` values: the loader still reads each tag's own
+    points, as TensorBoard does (the bytes of each tag are compared, not trusted to the hash)."""
+    from weightwatch.analysis.loading import parse
+
+    real_decode = parse.decode
+    forced = []
+
+    def colliding(*args, **kwargs):
+        dec = real_decode(*args, **kwargs)
+        for hashes in (dec.s_hash, dec.h_hash):
+            forced.append(np.unique(hashes).size > modulus)
+            hashes %= np.uint64(modulus)
+        return dec
+
+    monkeypatch.setattr(parse, "decode", colliding)
+    root, _ = fresh
+    result = load_runs(root, cache=False, workers=1, progress=False)
+    assert any(forced) and result.problems == {}
+    for run in result.runs[:3]:
+        assert len(run.scalars) > 50
+        assert_same_as_tensorboard(run, run.path)

@@ -255,6 +255,22 @@ def walk(buf, starts, lengths, want_scalars, want_histos, store,  # pragma: no c
 
 
 @njit(cache=True, nogil=True)
+def same_bytes(buf, spans, reps, out):  # pragma: no cover - compiled
+    """``out[i]``: whether the bytes at ``spans[i]`` equal those at ``reps[i]`` ((n, 2) start, length)."""
+    for i in range(spans.shape[0]):
+        a = spans[i, 0]
+        b = reps[i, 0]
+        n = spans[i, 1]
+        ok = n == reps[i, 1]
+        if ok and a != b:
+            for k in range(n):
+                if buf[a + k] != buf[b + k]:
+                    ok = False
+                    break
+        out[i] = ok
+
+
+@njit(cache=True, nogil=True)
 def gather(buf, starts, counts, out):  # pragma: no cover - compiled
     k = 0
     for i in range(starts.shape[0]):

@@ -12,7 +12,7 @@ import numpy as np
 
 from .columns import Columns, concat, drop_histograms, keep_last_histograms
 from .records import frame
-from .wire import decode, decode_fallback, gather_f64, histogram_edges
+from .wire import decode, decode_fallback, gather_f64, histogram_edges, same_tags
 
 
 @dataclass
@@ -55,9 +55,12 @@ def parse_bytes(data: bytes, base: int, *, scalars: bool, histograms: str, plugi
         skipped.append(f"{int((~ok).sum())} histograms whose bucket limits and buckets differ in number: skipped")
     ns = dec.s_rec.size
     hashes = np.concatenate([dec.s_hash, dec.h_hash[ok]])
+    spans = np.concatenate([dec.s_tag, dec.h_tag[ok]])
     _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    spans = np.concatenate([dec.s_tag, dec.h_tag[ok]])[first]
-    tags = [data[a:a + n].decode("utf-8", "replace") for a, n in spans.tolist()]
+    inverse = inverse.reshape(-1)
+    if not same_tags(buf, spans, spans[first][inverse]).all():
+        first, inverse = _by_bytes(data, spans)  # two tags share a hash: the bytes decide
+    tags = [_tag(data, a, n) for a, n in spans[first].tolist()]
     lims, bkts = dec.h_lims[ok], dec.h_bkts[ok]
     bins = lims[:, 1].astype(np.int32)
     edges = _edges(dec.h_min[ok], dec.h_max[ok], gather_f64(buf, lims[:, 0], lims[:, 1]), bins)
@@ -74,6 +77,24 @@ def parse_bytes(data: bytes, base: int, *, scalars: bool, histograms: str, plugi
         cols = drop_histograms(cols)
     return Parsed(cols, base + framing.end, int(framing.starts.size), skipped,
                   [framing.stop] if framing.stop else [], framing.truncated)
+
+
+def _tag(data: bytes, start: int, length: int) -> str:
+    return data[start:start + length].decode("utf-8", "replace") if start >= 0 else ""
+
+
+def _by_bytes(data: bytes, spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of each distinct tag, each row's tag index) from the tags' bytes themselves."""
+    table: dict[bytes, int] = {}
+    first: list[int] = []
+    inverse = np.empty(len(spans), dtype=np.int64)
+    for row, (a, n) in enumerate(spans.tolist()):
+        key = data[a:a + n] if a >= 0 else b""
+        i = table.setdefault(key, len(table))
+        if i == len(first):
+            first.append(row)
+        inverse[row] = i
+    return np.array(first, dtype=np.int64), inverse
 
 
 def _edges(lo: np.ndarray, hi: np.ndarray, limits: np.ndarray, bins: np.ndarray) -> np.ndarray:

@@ -13,6 +13,9 @@ decoded (the schema is tensorboard's ``event.proto`` / ``summary.proto``)::
     HistogramProto  1 min (double)    2 max (double)
                     6 bucket_limit (packed double)   7 bucket (packed double)
 
+Tags are identified by a 64-bit FNV-1a hash of their bytes; :mod:`.parse`
+checks every tag's bytes against the first tag seen with its hash
+(:func:`same_tags`) and names the rows by their bytes when two differ.
 Histogram payloads are skipped without decoding when not wanted. Values the
 compiled path does not decode (tensor summaries, as written by TensorFlow 2's
 ``tf.summary``, or unpacked repeated fields) mark their record for
@@ -34,7 +37,7 @@ def _compile():
     if _kernel is None:
         from . import _wirejit
 
-        _kernel = (_wirejit.walk, _wirejit.gather)
+        _kernel = (_wirejit.walk, _wirejit.gather, _wirejit.same_bytes)
     return _kernel
 
 
@@ -83,7 +86,7 @@ def decode(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, *, scalars:
     One pass into arrays sized from the byte count (typical summaries need
     far less); when they are too small, a counting pass first, then an exact one.
     """
-    walk, _ = _compile()
+    walk = _compile()[0]
     nbytes = int(lengths.sum()) if lengths.size else 0
     cols = _columns(nbytes // 16 + 64, nbytes // 64 + 64, len(starts))
     ns, nh, full = walk(buf, starts, lengths, scalars, histograms, True, *cols)
@@ -100,9 +103,22 @@ def gather_f64(buf: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.nd
     >>> gather_f64(np.frombuffer(np.array([1.0, 2.0, 3.0]).tobytes(), np.uint8), np.array([16, 0]), np.array([1, 2]))
     array([3., 1., 2.])
     """
-    _, gather = _compile()
+    gather = _compile()[1]
     out = np.empty(int(np.sum(counts)), dtype=np.float64)
     gather(buf, np.asarray(starts, np.int64), np.asarray(counts, np.int64), out)
+    return out
+
+
+def same_tags(buf: np.ndarray, spans: np.ndarray, reps: np.ndarray) -> np.ndarray:
+    """(n,) bool: whether each tag at ``spans`` ((n, 2) start, length in ``buf``) has the bytes of the
+    one at ``reps`` (the first tag seen with its hash): False marks a hash collision.
+
+    >>> buf = np.frombuffer(b"lossacc", np.uint8)
+    >>> same_tags(buf, np.array([[0, 4], [4, 3]]), np.array([[0, 4], [0, 4]])).tolist()
+    [True, False]
+    """
+    out = np.empty(spans.shape[0], dtype=np.bool_)
+    _compile()[2](buf, np.asarray(spans, np.int64), np.asarray(reps, np.int64), out)
     return out
 
 
@@ -111,6 +127,7 @@ def warm_up() -> None:
     buf = np.frombuffer(b"\0" * 8, dtype=np.uint8)  # read-only, like the buffers of real files
     decode(buf, np.zeros(0, np.int64), np.zeros(0, np.int64))
     gather_f64(buf, np.zeros(1, np.int64), np.ones(1, np.int64))
+    same_tags(buf, np.zeros((1, 2), np.int64), np.zeros((1, 2), np.int64))
 
 
 def decode_fallback(data: bytes, plugins: dict[str, str]) -> tuple[int, list[tuple[str, float]],
