@@ -301,4 +301,4 @@ def feature_index(name: str) -> int:
     try:
         return FEATURE_NAMES.index(name)
     except ValueError:
-        raise KeyError(f"unknown feature {name!r}; see weightwatch.analysis.features.FEATURE_NAMES") from None
+        raise KeyError(f"unknown feature {name!r}; see weightwatch.analysis.classification.features.FEATURE_NAMES") from None

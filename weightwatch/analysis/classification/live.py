@@ -121,7 +121,7 @@ class LiveScorer:
     """Scores one run, snapshot by snapshot.
 
     Args:
-        reference: a :class:`~weightwatch.analysis.reference.Reference` or the path of a ``.ww`` file.
+        reference: a :class:`~weightwatch.analysis.classification.reference.Reference` or the path of a ``.ww`` file.
         layers: the run's watched layers (the Recorder's).
         bins: histogram bins, as the Recorder uses them.
         stop: a :class:`StopRule` (or see :func:`stop_rule`) behind :attr:`should_stop`.

@@ -34,6 +34,9 @@ from .wire import warm_up
 
 #: Below this many bytes of event files in all, loading stays in this process.
 PARALLEL_MIN_BYTES = 16 << 20
+#: Workers hand their arrays back through a file in /dev/shm (True) or in the pool's pickles (False);
+#: benchmarks/load.py --handover compare measures both.
+SHARED_HANDOVER = True
 
 __all__ = ["LoadResult", "LoadStats", "load_runs"]
 
@@ -210,10 +213,11 @@ def load_runs(root: str | os.PathLike[str], *, scalars: bool = True, histograms:
             warm_up()  # compile (or load) the decoder once, before forking
             size = max(1, min(16, len(run_dirs) // (workers * 8)))
             with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-                futures = [pool.submit(_load_batch_shared, root, batch, scalars, mode, cache)
-                           for batch in _batches(run_dirs, size)]
+                shared = SHARED_HANDOVER
+                futures = [pool.submit(_load_batch_shared if shared else _load_batch, root, batch, scalars, mode,
+                                       cache) for batch in _batches(run_dirs, size)]
                 for future in as_completed(futures):
-                    done = _from_shared(*future.result())
+                    done = _from_shared(*future.result()) if shared else future.result()
                     outcomes += done
                     bar.update(len(done))
     unsaved = 0
