@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 SECTION = "Loading runs (benchmarks/load.py)"
+HANDOVER_TITLE = "### Handing the arrays back from the workers"
 
 
 def _layers(n: int, width: int):
@@ -144,16 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tbparse-runs", type=int, default=20)
     parser.add_argument("--workers", type=int, default=None, help="loader processes (default: one per CPU)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
-    parser.add_argument("--handover", choices=("shared", "plain", "compare"), default="shared",
-                        help="how workers hand arrays back: through /dev/shm (shared), in the pool's pickles "
-                             "(plain), or time both, alternating (compare: only that, into its own subsection)")
     args = parser.parse_args(argv)
 
     from weightwatch.analysis import load_runs
-    from weightwatch.analysis.loading import loader
     from weightwatch.analysis.loading.cache import CACHE_DIR
-
-    loader.SHARED_HANDOVER = args.handover != "plain"
 
     root = args.dir or Path(tempfile.gettempdir()) / f"weightwatch-bench-{args.runs}x{args.epochs}x{args.layers}"
     stamp = root / "population.json"
@@ -170,9 +165,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def load(**kw):
         return load_runs(root, progress=False, workers=args.workers, **kw)
-
-    if args.handover == "compare":
-        return compare_handover(args, root, size, load, loader)
 
     def first():
         shutil.rmtree(root / CACHE_DIR, ignore_errors=True)
@@ -239,61 +231,10 @@ about {tb_total:.0f} s (extrapolated linearly, not measured): the uncached loade
     if not args.no_write:
         from _results import update_section
 
-        update_section(SECTION, body)
-        print("written to benchmarks/RESULTS.md", file=sys.stderr)
-    return 0
+        from _results import RESULTS
 
-
-HANDOVER_TITLE = "### Handing the arrays back from the workers"
-
-
-def compare_handover(args, root: Path, size: int, load, loader) -> int:
-    """Time the workers' two ways of handing arrays back, alternating, and record the medians."""
-    import weightwatch.analysis.loading.loader as loader_mod
-
-    loader_mod.PARALLEL_MIN_BYTES = 0  # always in worker processes: that is what is measured
-    times: dict[str, dict[bool, list[float]]] = {"cold (cache=False)": {True: [], False: []},
-                                                  "cached": {True: [], False: []}}
-    load()  # the cache, for the cached rows
-    for _ in range(args.repeats):
-        for shared in (True, False):
-            loader.SHARED_HANDOVER = shared
-            for name, kw in (("cold (cache=False)", {"cache": False}), ("cached", {})):
-                t0 = time.perf_counter()
-                out = load(**kw)
-                times[name][shared].append(time.perf_counter() - t0)
-                assert len(out.runs) == args.runs and not out.problems
-    loader.SHARED_HANDOVER = True
-    rows = []
-    for name, t in times.items():
-        shm, plain = statistics.median(t[True]), statistics.median(t[False])
-        rows.append(f"| {name} | {shm:.2f} s | {plain:.2f} s | {plain / shm:.2f}x | "
-                    f"{', '.join(f'{x:.2f}' for x in t[True])} / {', '.join(f'{x:.2f}' for x in t[False])} |")
-    body = f"""{HANDOVER_TITLE}
-
-Workers return their runs' arrays either through one file per batch in /dev/shm, mapped by the parent
-(*shm*), or pickled through the process pool (*plain*, `ProcessPoolExecutor` returning them). Same population
-layout: {args.runs} runs x {args.epochs} epochs x {args.layers} layers, {size / 1e6:.0f} MB of event files;
-{out.stats.workers} workers on {os.cpu_count()} CPUs (shared with other jobs: 1-minute load average
-{os.getloadavg()[0]:.1f} at the end); the two ways alternate, {args.repeats} times each, medians shown.
-
-Command: `python benchmarks/load.py --runs {args.runs} --epochs {args.epochs} --layers {args.layers} --repeats {args.repeats} --handover compare`
-
-| load | shm | plain | plain / shm | each run (shm / plain) |
-| --- | --- | --- | --- | --- |
-{chr(10).join(rows)}
-"""
-    print(body)
-    if not args.no_write:
-        import re
-
-        from _results import RESULTS, update_section
-
-        text = RESULTS.read_text()
-        match = re.search(rf"^## {re.escape(SECTION)}\n\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-        current = match.group(1) if match else ""
-        current = current.split(HANDOVER_TITLE)[0].rstrip()
-        update_section(SECTION, current + "\n\n" + body)
+        kept = RESULTS.read_text().partition(HANDOVER_TITLE)  # the handover figures stay (see RESULTS.md)
+        update_section(SECTION, body + ("\n" + HANDOVER_TITLE + kept[2].split("\n## ")[0] if kept[1] else ""))
         print("written to benchmarks/RESULTS.md", file=sys.stderr)
     return 0
 

@@ -10,20 +10,13 @@ large enough to pay for them (:data:`PARALLEL_MIN_BYTES`).
 
 from __future__ import annotations
 
-import copyreg
-import io
 import os
-import pickle
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from .cache import CACHE_DIR
 from .columns import histogram_mode
@@ -34,9 +27,6 @@ from .wire import warm_up
 
 #: Below this many bytes of event files in all, loading stays in this process.
 PARALLEL_MIN_BYTES = 16 << 20
-#: Workers hand their arrays back through a file in /dev/shm (True) or in the pool's pickles (False);
-#: benchmarks/load.py --handover compare measures both.
-SHARED_HANDOVER = True
 
 __all__ = ["LoadResult", "LoadStats", "load_runs"]
 
@@ -72,71 +62,6 @@ def _load_batch(root: Path, run_dirs: list[Path], scalars: bool, histograms: str
             run, fatal, stats, saved = None, [f"could not be loaded: {type(exc).__name__}: {exc}"], LoadStats(1), True
         out.append((name, run, fatal, stats, saved))
     return out
-
-
-def _shared_dir() -> str:
-    shm = "/dev/shm"
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
-
-
-_mapped = threading.local()  # the file being unpickled, for _shared_array
-
-
-def _shared_array(at: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    count = int(np.prod(shape, dtype=np.int64))
-    return np.frombuffer(_mapped.buffer, dtype=np.dtype(dtype), count=count, offset=at).reshape(shape)
-
-
-def _load_batch_shared(root: Path, run_dirs: list[Path], scalars: bool, histograms: str,
-                       cache: bool) -> tuple[bytes, str | None]:
-    """:func:`_load_batch` in a worker process, its arrays handed over through a shared file.
-
-    Pickling hundreds of megabytes through the pool's pipe costs more than
-    parsing them. Instead the arrays go, back to back, into one file in
-    /dev/shm (memory) and the pickle refers to them by offset; the parent maps
-    the file (:func:`_from_shared`), so its arrays are views, not copies.
-    """
-    blobs: list[memoryview] = []
-    size = 0
-
-    def reduce_array(a: np.ndarray) -> tuple:
-        nonlocal size
-        a = np.ascontiguousarray(a)
-        if a.dtype.hasobject:
-            return a.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
-        at = size
-        blobs.append(memoryview(a).cast("B") if a.nbytes else memoryview(b""))
-        pad = -a.nbytes % 64
-        if pad:
-            blobs.append(memoryview(bytes(pad)))
-        size += a.nbytes + pad
-        return _shared_array, (at, a.dtype.str, a.shape)
-
-    buf = io.BytesIO()
-    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = {**copyreg.dispatch_table, np.ndarray: reduce_array}
-    pickler.dump(_load_batch(root, run_dirs, scalars, histograms, cache))
-    if not blobs:
-        return buf.getvalue(), None
-    fd, path = tempfile.mkstemp(prefix="weightwatch-load-", dir=_shared_dir())
-    with os.fdopen(fd, "wb") as fh:
-        for b in blobs:
-            fh.write(b)
-    return buf.getvalue(), path
-
-
-def _from_shared(payload: bytes, path: str | None) -> list:
-    _mapped.buffer = None
-    if path is not None:
-        try:
-            # private copy-on-write pages: the arrays are writable; an empty file cannot be mapped
-            _mapped.buffer = np.memmap(path, mode="c") if os.path.getsize(path) else np.zeros(0, np.uint8)
-        finally:
-            os.unlink(path)  # the mapping outlives the name
-    try:
-        return pickle.loads(payload)
-    finally:
-        _mapped.buffer = None
 
 
 def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
@@ -213,11 +138,12 @@ def load_runs(root: str | os.PathLike[str], *, scalars: bool = True, histograms:
             warm_up()  # compile (or load) the decoder once, before forking
             size = max(1, min(16, len(run_dirs) // (workers * 8)))
             with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-                shared = SHARED_HANDOVER
-                futures = [pool.submit(_load_batch_shared if shared else _load_batch, root, batch, scalars, mode,
-                                       cache) for batch in _batches(run_dirs, size)]
+                # the runs' arrays come back pickled: a /dev/shm handover measured under 1.5x faster
+                # (benchmarks/RESULTS.md), not worth its code
+                futures = [pool.submit(_load_batch, root, batch, scalars, mode, cache)
+                           for batch in _batches(run_dirs, size)]
                 for future in as_completed(futures):
-                    done = _from_shared(*future.result()) if shared else future.result()
+                    done = future.result()
                     outcomes += done
                     bar.update(len(done))
     unsaved = 0
