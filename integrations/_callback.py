@@ -94,7 +94,7 @@ class Run:
         self.log_dir = self.recorder.log_dir
         self.scorer = None
         if reference is not None:  # the live verdict, see weightwatch.analysis.live
-            from weightwatch.analysis.live import LiveScorer
+            from weightwatch.analysis import LiveScorer
 
             self.scorer = LiveScorer.for_recorder(reference, self.recorder, stop)
         #: the step of the latest weight record, so one step is never recorded twice
@@ -139,8 +139,7 @@ class WatchingCallback:
         if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
             raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
         if reference is not None:  # read (and checked) once, not at every run
-            from weightwatch.analysis.live import stop_rule
-            from weightwatch.analysis.reference import load_reference
+            from weightwatch.analysis import load_reference, stop_rule
 
             reference, stop = load_reference(reference), stop_rule(stop)
         self.reference, self.stop = reference, stop

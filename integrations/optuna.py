@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from weightwatch._optional import require
-from weightwatch.analysis.live import Score, StopRule
+from weightwatch.analysis import Score, StopRule
 
 optuna = require("optuna", "optuna", "weightwatch.integrations.optuna")
 

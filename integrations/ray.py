@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from weightwatch._optional import require
-from weightwatch.analysis.live import P_OPTIMAL, StopRule
+from weightwatch.analysis import P_OPTIMAL, StopRule
 
 tune = require("ray.tune", "ray", "weightwatch.integrations.ray")
 
