@@ -23,8 +23,14 @@ WAIT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    executable = require_browser()
+def chromium():
+    """One Chromium for the module: Playwright's sync API runs one driver per thread."""
+    with browser(require_browser()) as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, chromium):
     logdir = tmp_path_factory.mktemp("tb-browser")
     models = {}
     for i, hp in enumerate(HPARAMS):
@@ -36,8 +42,8 @@ def served(tmp_path_factory):
                     model[0].weight.mul_(1.1)
                 ww.log(epoch, loss=1.0 / (epoch + 1), accuracy=0.3 + 0.1 * epoch + 0.05 * i)
         models[f"run{i}"] = model
-    with tensorboard(logdir) as base, browser(executable) as b:
-        yield base, b, models
+    with tensorboard(logdir) as base:
+        yield base, chromium, models
 
 
 def dashboard(served, name: str):
@@ -139,29 +145,28 @@ def test_custom_scalars_dashboard_shows_mean_and_std_per_layer(served):
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    """``weightwatch compare`` on a small real population: (the report folder, the run names)."""
+def report(tmp_path_factory, chromium):
+    """``weightwatch compare`` on a small real population: (the browser, the report folder, the run names)."""
     import populations
     from weightwatch.cli import main
 
-    executable = require_browser()
     root, truth = populations.shared_population(tmp_path_factory)
     out = tmp_path_factory.mktemp("report")
     assert main(["compare", str(root), "--out", str(out), "--no-tensorboard"]) == 0
-    return executable, out, sorted(truth)
+    return chromium, out, sorted(truth)
 
 
 def test_html_report_opens_with_every_image_and_no_console_error(report):
-    executable, out, names = report
+    b, out, names = report
     log = PageLog()
-    with browser(executable) as b:
-        page = open_page(b, (out / "index.html").as_uri(), log)
-        page.wait_for_load_state("load")
-        images = page.evaluate(
-            "() => Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
-        body = page.inner_text("body")
-        page.locator("details").first.click()  # the run table is folded; a reader opens it
-        shown = page.inner_text("details")
+    page = open_page(b, (out / "index.html").as_uri(), log)
+    page.wait_for_load_state("load")
+    images = page.evaluate(
+        "() => Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
+    body = page.inner_text("body")
+    page.locator("details").first.click()  # the run table is folded; a reader opens it
+    shown = page.inner_text("details")
+    page.close()
     assert len(images) >= 5, images
     broken = [alt for alt, complete, w, h in images if not (complete and w > 0 and h > 0)]
     assert not broken, f"images that did not load: {broken}"
