@@ -99,8 +99,8 @@ class WatchSession:
         self.recorder = Recorder(log_dir if writes else None, self.layers, hparams=hparams, bins=options.bins,
                                  framework=framework, reduce=reduce)
         self.log_dir = self.recorder.log_dir
-        if options.loaded_reference is not None and writes:  # the live verdict, see weightwatch.analysis.live
-            from weightwatch.analysis.live import LiveScorer
+        if options.loaded_reference is not None and writes:  # the live verdict (weightwatch.analysis.LiveScorer)
+            from weightwatch.analysis import LiveScorer
 
             self.scorer = LiveScorer.for_recorder(options.loaded_reference, self.recorder, options.stop_rule)
 

@@ -106,7 +106,7 @@ class WatchOptions:
         reference: a reference fitted by ``weightwatch fit`` (its path, or the
             loaded object): each weight record then also logs
             ``weightwatch/p_optimal`` and ``weightwatch/predicted_accuracy``
-            (see ``weightwatch.analysis.live``). Read and checked once, here.
+            (see ``weightwatch.analysis.StopRule``). Read and checked once, here.
         stop: with a reference, when the callback's ``should_stop`` turns True
             (and the framework's stop flag is set): a ``StopRule``, a P(optimal)
             threshold, or True for the default rule.
@@ -153,8 +153,7 @@ class WatchOptions:
                 raise ValueError("stop= needs reference=: the stop rule judges the reference's P(optimal); "
                                  "pass the reference fitted by `weightwatch fit`, or drop stop=")
             return
-        from weightwatch.analysis.live import stop_rule
-        from weightwatch.analysis.reference import load_reference
+        from weightwatch.analysis import load_reference, stop_rule
 
         set_(self, "stop_rule", stop_rule(self.stop))
         try:

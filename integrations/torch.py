@@ -273,7 +273,7 @@ class WeightWatch:
 
     @property
     def scorer(self) -> Any:
-        """The live scorer (see :mod:`weightwatch.analysis.live`), or None without a reference."""
+        """The live scorer (see ``weightwatch.analysis.LiveScorer``), or None without a reference."""
         return self.run.scorer
 
     @property
