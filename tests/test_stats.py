@@ -114,6 +114,8 @@ def test_node_strength_linear_and_conv_by_hand(tmp_path, on_device):
     np.testing.assert_allclose(layers["3"].strength.signed, ref.cnt_strength(w3, b3, w4), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(layers["4"].strength.signed, ref.cnt_strength(w4, b4, None), rtol=1e-6, atol=1e-9)
     assert layers["3"].strength.as_dict()["fluctuation"] == pytest.approx(ref.cnt_strength(w3, b3, w4).std())
+    # the conv's fluctuation is over its (channel, position) units, as in the reference code
+    assert layers["0"].strength.as_dict()["fluctuation"] == pytest.approx(ref.cnt_units(w0, b0, w3).std())
 
 
 def test_node_strength_tiny_linear_exact_numbers(tmp_path):

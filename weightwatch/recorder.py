@@ -20,7 +20,8 @@ from typing import Any
 
 from . import __version__, summaries
 from .events import EventFileWriter
-from .layers import LayerInfo, LayerTensors, consecutive_pairs
+from .flow import Flow, consumer_input_sums, host_vector, order_flow, outgoing_terms
+from .layers import LayerInfo, LayerTensors
 from .ops import KernelJob, reduce_jobs
 from .sketch import sketch_indices, write_sketch
 from .stats import Snapshot, summarize
@@ -66,10 +67,19 @@ class Recorder:
         hparams: the run's hyperparameters, for the HParams dashboard.
         bins: histogram bins per layer.
         framework: recorded in ``weightwatch.json`` (``torch``, ``keras``, ...).
+        flow: which layer feeds which (:mod:`weightwatch.flow`), traced by the
+            integration before include / exclude; None pairs the layers in
+            registration order (:func:`weightwatch.flow.order_flow`).
+        context: the layers the flow reads that are not watched (consumers and
+            norms left out); their tensors come with each :meth:`log` call.
+        fold_norm_scale: multiply the outgoing weights by the scale (gamma) of
+            the normalisation layers between producer and consumer.
     """
 
     def __init__(self, log_dir: str | Path, layers: Sequence[LayerInfo], *,
-                 hparams: Mapping[str, Any] | None = None, bins: int = 64, framework: str = "unknown") -> None:
+                 hparams: Mapping[str, Any] | None = None, bins: int = 64, framework: str = "unknown",
+                 flow: Flow | None = None, context: Sequence[LayerInfo] = (),
+                 fold_norm_scale: bool = False) -> None:
         if not layers:
             raise ValueError("Recorder needs at least one layer to watch")
         if not isinstance(bins, int) or bins < 2:
@@ -82,8 +92,9 @@ class Recorder:
         self.bins = bins
         self.hparams = dict(hparams or {})
         self.framework = framework
-        self.pairs = consecutive_pairs(self.layers)
-        self._needs_cols = set(self.pairs.values())
+        self.flow = flow if flow is not None else order_flow(self.layers)
+        self.context = {layer.name: layer for layer in context}
+        self.fold_norm_scale = bool(fold_norm_scale)
         self._sketch_at = [sketch_indices(layer.shape) for layer in self.layers]
         self.writer = EventFileWriter(log_dir)
         self.log_dir = self.writer.log_dir
@@ -100,12 +111,14 @@ class Recorder:
         return self.writer.closed
 
     def log(self, step: int, tensors: Sequence[LayerTensors] | None = None,
-            metrics: Mapping[str, Any] | None = None) -> Snapshot | None:
+            metrics: Mapping[str, Any] | None = None,
+            context: Mapping[str, LayerTensors] | None = None) -> Snapshot | None:
         """Write the user's ``metrics`` and, when ``tensors`` are given, the weights' statistics.
 
         Args:
             step: the x axis in TensorBoard (epoch or global step).
             tensors: one per layer, aligned with ``self.layers``.
+            context: the current tensors of the ``context`` layers, by name.
         Everything is flushed to disk before returning.
         """
         self._check_open()
@@ -114,7 +127,7 @@ class Recorder:
         values = clean_metrics(metrics or {})
         snapshot = None
         if tensors is not None:
-            snapshot = self.compute(int(step), tensors)
+            snapshot = self.compute(int(step), tensors, context=context)
             values = {**scalar_tags(snapshot), **values}
         for name in values:
             if name not in self._metric_names and not name.startswith(("weights/", "bias/", "node_strength/")):
@@ -133,7 +146,8 @@ class Recorder:
         self.writer.flush()
         return snapshot
 
-    def compute(self, step: int, tensors: Sequence[LayerTensors], *, on_device: bool | None = None) -> Snapshot:
+    def compute(self, step: int, tensors: Sequence[LayerTensors], *, on_device: bool | None = None,
+                context: Mapping[str, LayerTensors] | None = None) -> Snapshot:
         """Reduce ``tensors`` and build the statistics, without writing anything."""
         if len(tensors) != len(self.layers):
             raise ValueError(f"expected {len(self.layers)} layer tensors, got {len(tensors)}")
@@ -141,14 +155,35 @@ class Recorder:
             KernelJob(
                 kernel=t.kernel,
                 nodes=info.shape[0] if len(info.shape) > 1 else 1,
-                input_units=info.inputs if i in self._needs_cols else 0,
+                input_units=0,
                 bias=t.bias,
                 sample=self._sketch_at[i],
             )
             for i, (info, t) in enumerate(zip(self.layers, tensors))
         ]
         raws = reduce_jobs(jobs, self.bins, on_device=on_device)
-        return summarize(step, self.layers, raws, self.pairs)
+        return summarize(step, self.layers, raws, self._outgoing(tensors, context or {}))
+
+    def _outgoing(self, tensors: Sequence[LayerTensors], context: Mapping[str, LayerTensors]) -> dict[int, Any]:
+        """Each watched layer's outgoing term, from the current kernels of its consumers."""
+        infos = {**self.context, **{layer.name: layer for layer in self.layers}}
+        values = {**context, **{layer.name: t for layer, t in zip(self.layers, tensors)}}
+        missing = sorted(self.flow.needed() - set(values))
+        if missing:
+            raise ValueError(f"the data flow reads layers with no tensors given: {missing}; "
+                             "pass them as context= (the integrations do)")
+        sums = {name: consumer_input_sums(infos[name], values[name], self.flow.geometry.get(name))
+                for name in {e.consumer for e in self.flow.edges}}
+        scales = {}
+        if self.fold_norm_scale:
+            scales = {n: host_vector(values[n].kernel) for e in self.flow.edges for n, _ in e.norms}
+        out = {}
+        for i, layer in enumerate(self.layers):
+            if layer.has_nodes:
+                term = outgoing_terms(self.flow, layer, sums, scales, self.fold_norm_scale)
+                if term is not None:
+                    out[i] = term
+        return out
 
     def close(self, success: bool = True) -> None:
         """Mark the run finished in the HParams dashboard and close the file. Idempotent."""
