@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from weightwatch.flow import Flow
 from weightwatch.layers import LayerInfo, LayerTensors
 from weightwatch.recorder import Recorder
 
@@ -83,14 +84,23 @@ class Run:
         found: ``(LayerInfo, source)`` per watched layer; ``source.tensors()``
             returns the layer's current kernel in the core's layout.
         framework: recorded in ``weightwatch.json``.
+        flow: the model's data flow (see :mod:`weightwatch.flow`), None for registration order.
+        context: every layer found before include / exclude, for the consumers
+            and norms the flow reads that are not watched.
+        fold_norm_scale: fold the norms' scale into the outgoing weights.
     """
 
     def __init__(self, log_dir: str | Path, found: Sequence[tuple[LayerInfo, Source]], *,
                  hparams: Mapping[str, Any] | None, bins: int, framework: str, reference: Any = None,
-                 stop: Any = None) -> None:
+                 stop: Any = None, flow: Flow | None = None, context: Sequence[tuple[LayerInfo, Source]] = (),
+                 fold_norm_scale: bool = False) -> None:
         self.layers = [info for info, _ in found]
         self._sources = [source for _, source in found]
-        self.recorder = Recorder(log_dir, self.layers, hparams=hparams, bins=bins, framework=framework)
+        watched = {info.name for info in self.layers}
+        self._context = {info.name: (info, source) for info, source in context if info.name not in watched}
+        self.recorder = Recorder(log_dir, self.layers, hparams=hparams, bins=bins, framework=framework, flow=flow,
+                                 context=[info for info, _ in self._context.values()],
+                                 fold_norm_scale=fold_norm_scale)
         self.log_dir = self.recorder.log_dir
         self.scorer = None
         if reference is not None:  # the live verdict, see weightwatch.analysis.live
@@ -108,7 +118,11 @@ class Run:
         weights = weights and self.weights_step != step
         if not weights and not metrics:
             return
-        snapshot = self.recorder.log(step, self.tensors() if weights else None, metrics)
+        context = None
+        if weights:  # only the unwatched layers the flow reads
+            needed = self.recorder.flow.needed()
+            context = {name: source.tensors() for name, (_, source) in self._context.items() if name in needed}
+        snapshot = self.recorder.log(step, self.tensors() if weights else None, metrics, context=context)
         if weights:
             self.weights_step = step
         if self.scorer is not None:

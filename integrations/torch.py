@@ -19,10 +19,15 @@ from weightwatch._optional import require
 torch = require("torch", "torch", "weightwatch.integrations.torch")
 nn = torch.nn
 
+import fnmatch  # noqa: E402
+import warnings  # noqa: E402
+
+from weightwatch.flow import Flow  # noqa: E402
 from weightwatch.integrations._callback import Run, Schedule, as_schedule, check_every  # noqa: E402
+from weightwatch.integrations._torch_trace import FlowTracer  # noqa: E402
 from weightwatch.layers import LayerInfo, LayerTensors, finish_discovery  # noqa: E402
 
-__all__ = ["WeightWatch", "discover_layers", "every_n"]
+__all__ = ["WeightWatch", "discover_layers", "every_n", "find_layers"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm)
@@ -69,6 +74,45 @@ def _linear_role(name: str, blocks: set[str]) -> str:
     return "fc"
 
 
+#: last name components of the separate query / key / value projections (Hugging Face, BERT, ViT, ...)
+_QKV = {"query", "key", "value", "q_proj", "k_proj", "v_proj", "q", "k", "v", "to_q", "to_k", "to_v",
+        "q_lin", "k_lin", "v_lin", "wq", "wk", "wv"}
+_HEAD_ATTRS = ("num_attention_heads", "num_heads", "n_heads", "n_head", "num_head")
+
+
+def _attribute_heads(module: nn.Module, kv: bool) -> int | None:
+    """The head count an attention module (or its ``config``) declares; key/value heads for k and v."""
+    for holder in (module, getattr(module, "config", None)):
+        for attr in (("num_key_value_heads",) if kv else ()) + _HEAD_ATTRS:
+            value = getattr(holder, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def _linear_heads(name: str, modules: Mapping[str, nn.Module], heads: Mapping[str, int] | None) -> int:
+    """Heads of a Linear: the user's ``heads={"glob": n}`` first, then, for a q/k/v projection, the
+    nearest enclosing module's ``num_attention_heads`` / ``num_heads`` (or its config's); else 1."""
+    for pattern, n in (heads or {}).items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return n
+    last = name.split(".")[-1].lower()
+    if last not in _QKV:
+        return 1
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        found = _attribute_heads(modules.get(".".join(parts[:i]), nn.Module()), kv=last[0] in "kv")
+        if found:
+            return found
+    return 1
+
+
+def _check_heads(heads: Mapping[str, int] | None) -> None:
+    for pattern, n in (heads or {}).items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"heads: {pattern!r} -> {n!r} must be a positive integer number of heads")
+
+
 def _mha_sources(name: str, m: nn.MultiheadAttention) -> list[tuple[LayerInfo, _Source]]:
     e, heads = m.embed_dim, m.num_heads
     out = []
@@ -91,17 +135,19 @@ def _mha_sources(name: str, m: nn.MultiheadAttention) -> list[tuple[LayerInfo, _
     return out
 
 
-def discover_layers(model: nn.Module, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                    roles: Mapping[str, str] | None = None) -> list[tuple[LayerInfo, _Source]]:
-    """Find the layers weightwatch understands, in registration order.
+def find_layers(model: nn.Module, heads: Mapping[str, int] | None = None) -> list[tuple[LayerInfo, _Source]]:
+    """Every layer weightwatch understands, in registration order, before include / exclude.
 
     Linear, Conv1d/2d/3d, MultiheadAttention (one layer per projection),
     LayerNorm / GroupNorm / BatchNorm / RMSNorm and Embedding. A parameter
     shared by several modules is watched once, under its first name; frozen
-    parameters are watched like the others. ``include`` / ``exclude`` are glob
-    patterns on the layer names; ``roles`` overrides roles by glob.
+    parameters are watched like the others. ``heads`` (``{"glob": n}``) sets
+    the head count of matching Linear layers; a q/k/v projection otherwise
+    takes its attention module's ``num_attention_heads`` / ``num_heads``.
     """
+    _check_heads(heads)
     blocks = _block_prefixes(model)
+    modules = dict(model.named_modules())
     found: list[tuple[LayerInfo, _Source]] = []
     inside_mha: list[str] = []
     seen: set[tuple[int, int | None]] = set()
@@ -114,7 +160,11 @@ def discover_layers(model: nn.Module, include: Sequence[str] | None = None, excl
             inside_mha.append(name)
             entries = _mha_sources(label, m)
         elif isinstance(m, nn.Linear):
-            entries = [(LayerInfo(label, "linear", _linear_role(label, blocks), tuple(m.weight.shape), 1,
+            n_heads = _linear_heads(label, modules, heads)
+            if m.weight.shape[0] % n_heads:
+                raise ValueError(f"heads: {label} has {m.weight.shape[0]} output units, not divisible into "
+                                 f"{n_heads} heads; fix the heads= override")
+            entries = [(LayerInfo(label, "linear", _linear_role(label, blocks), tuple(m.weight.shape), n_heads,
                                   m.bias is not None), _Source(m.weight, m.bias))]
         elif isinstance(m, _CONV):
             entries = [(LayerInfo(label, "conv", "conv", tuple(m.weight.shape), 1, m.bias is not None),
@@ -138,7 +188,15 @@ def discover_layers(model: nn.Module, include: Sequence[str] | None = None, excl
             "Supported: Linear, Conv1d/2d/3d, MultiheadAttention, LayerNorm, GroupNorm, BatchNorm, "
             "RMSNorm, Embedding."
         )
-    return finish_discovery(found, include, exclude, roles)
+    return found
+
+
+def discover_layers(model: nn.Module, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                    roles: Mapping[str, str] | None = None,
+                    heads: Mapping[str, int] | None = None) -> list[tuple[LayerInfo, _Source]]:
+    """:func:`find_layers`, then ``include`` / ``exclude`` (glob patterns on the layer names) and
+    ``roles`` (``{"glob": role}`` overrides)."""
+    return finish_discovery(find_layers(model, heads), include, exclude, roles)
 
 
 def every_n(n: int) -> Schedule:
@@ -170,23 +228,45 @@ class WeightWatch:
             ``weightwatch/predicted_accuracy`` (see :mod:`weightwatch.analysis.live`).
         stop: with a reference, when :attr:`should_stop` turns True: a
             ``StopRule``, a P(optimal) threshold, or True for the default rule.
+        example_input: one batch (a tensor, a tuple of positional arguments or a
+            dict of keywords) to trace the data flow on at once; without it the
+            flow is traced on the first forward pass (see docs/node-strength.md).
+        heads: ``{"glob": n}`` head counts of Linear layers (q/k/v projections
+            whose attention module declares no ``num_attention_heads`` / ``num_heads``).
+        fold_norm_scale: multiply the outgoing weights by the scale (gamma) of
+            the norm layers between a layer and its consumers (default: weights only).
     """
 
     def __init__(self, model: nn.Module, log_dir: str | Path = "runs/weightwatch", *,
                  hparams: Mapping[str, Any] | None = None, schedule: Schedule | int | None = None,
                  include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                  roles: Mapping[str, str] | None = None, bins: int = 64, reference: Any = None,
-                 stop: Any = None) -> None:
+                 stop: Any = None, example_input: Any = None, heads: Mapping[str, int] | None = None,
+                 fold_norm_scale: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"WeightWatch needs a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.schedule = as_schedule(schedule)
+        everything = find_layers(model, heads)
+        # traced before include / exclude, so leaving a layer out changes no other layer's numbers
+        self.tracer = FlowTracer(model, everything, example_input, on_traced=self._use_flow)
         # the same engine the Keras / Lightning / HF callbacks drive
-        self.run = Run(log_dir, discover_layers(model, include, exclude, roles), hparams=hparams, bins=bins,
-                       framework="torch", reference=reference, stop=stop)
+        self.run = Run(log_dir, finish_discovery(everything, include, exclude, roles), hparams=hparams, bins=bins,
+                       framework="torch", reference=reference, stop=stop,
+                       flow=self.tracer.flow or Flow(method="untraced"), context=everything,
+                       fold_norm_scale=fold_norm_scale)
         self.layers = self.run.layers
         self.recorder = self.run.recorder
         self.log_dir = self.run.log_dir
+
+    def _use_flow(self, flow: Flow) -> None:
+        if getattr(self, "run", None) is not None:
+            self.run.recorder.flow = flow
+
+    @property
+    def flow(self) -> Flow | None:
+        """The traced data flow (None until traced), see :mod:`weightwatch.flow`."""
+        return self.tracer.flow
 
     def tensors(self) -> list[LayerTensors]:
         """The current kernels and biases (views of the parameters, no copies)."""
@@ -199,6 +279,12 @@ class WeightWatch:
         Returns whether the weights were recorded.
         """
         record = bool(self.schedule(step)) and self.run.weights_step != step
+        if record and self.tracer.flow is None and not getattr(self, "_warned_untraced", False):
+            self._warned_untraced = True
+            warnings.warn(f"weightwatch: step {step} is recorded before {type(self.model).__name__} ran a forward "
+                          "pass, so its data flow is not traced yet: the complex-network strengths of this record "
+                          "have no outgoing term. Pass example_input= to trace it at once.",
+                          RuntimeWarning, stacklevel=2)
         with torch.no_grad():
             self.run.log(step, metrics, weights=record)
         return record
@@ -219,6 +305,7 @@ class WeightWatch:
         return self.run.should_stop
 
     def close(self, success: bool = True) -> None:
+        self.tracer.detach()
         self.run.close(success)
 
     def __enter__(self) -> WeightWatch:

@@ -93,12 +93,15 @@ class Flow:
         positions: output positions P of each convolution (1 when unknown).
         geometry: how each convolution consumer reads its input.
         method: how it was found: ``fx``, ``hooks``, ``keras``, ``order``.
+        lost: operations where some units could not be followed (their
+            producers get no outgoing term through that path).
     """
 
     edges: list[Edge] = field(default_factory=list)
     positions: dict[str, int] = field(default_factory=dict)
     geometry: dict[str, ConvGeometry] = field(default_factory=dict)
     method: str = "order"
+    lost: list[str] = field(default_factory=list)
 
     def consumers(self, producer: str) -> list[Edge]:
         return [e for e in self.edges if e.producer == producer]
