@@ -108,7 +108,7 @@ class Tracker:
     def op(self, func: Any, args: tuple, kwargs: Mapping[str, Any], out: Any) -> None:
         """Propagate the units of ``func(*args, **kwargs) -> out``."""
         inputs = [t for t in _tensors(args) + _tensors(kwargs) if self.get(t)]
-        if not inputs:
+        if not inputs or not _tensors(out):  # x.dim(), x.size(): metadata, nothing flows
             return
         name = _op_name(func)
         if name in _MIXING:

@@ -7,7 +7,6 @@ or on the first real forward pass (a one-shot forward pre-hook).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ import torch
 from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 
-from weightwatch.flow import Flow, order_flow
+from weightwatch.flow import Flow, fallback, warn_lost
 from weightwatch.layers import LayerInfo
 
 from ._torch_flow import _CONV, _NORM, Tracker
@@ -59,7 +58,11 @@ class _Leaves(fx.Tracer):
         self.leaves = leaves
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return id(m) in self.leaves or super().is_leaf_module(m, qualname)
+        if id(m) in self.leaves:
+            return True
+        if any(id(sub) in self.leaves for sub in m.modules()):
+            return False  # a torch.nn container of watched layers (TransformerEncoder): traced inside
+        return super().is_leaf_module(m, qualname)
 
 
 def _run_fx(model: nn.Module, modules: Mapping[nn.Module, str], args: tuple, kwargs: Mapping[str, Any],
@@ -205,18 +208,11 @@ class FlowTracer:
             self._hook = None
 
     def _trace(self, args: tuple, kwargs: dict) -> None:
+        model = type(self.model).__name__
         try:
-            flow = trace(self.model, self.modules, args, kwargs)
+            flow = warn_lost(model, trace(self.model, self.modules, args, kwargs))
         except Exception as exc:  # noqa: BLE001 - any failure of the user's forward: fall back, say so once
-            warnings.warn(
-                f"weightwatch: could not trace the data flow of {type(self.model).__name__} ({exc}); the "
-                "complex-network strength pairs layers in registration order instead (see docs/node-strength.md)",
-                RuntimeWarning, stacklevel=2)
-            flow = order_flow(self.layers)
-        if flow.lost:
-            warnings.warn(f"weightwatch: in {type(self.model).__name__}, the data flow could not be followed "
-                          f"through {flow.lost}: layers feeding them get no outgoing term through that path",
-                          RuntimeWarning, stacklevel=2)
+            flow = fallback(model, exc, self.layers)
         self.flow = flow
         if self.on_traced is not None:
             self.on_traced(flow)

@@ -61,11 +61,14 @@ def _import_keras() -> Any:
 
 keras = _import_keras()
 
+from weightwatch.flow import Flow  # noqa: E402
 from weightwatch.layers import LayerInfo, LayerTensors, finish_discovery  # noqa: E402
+
+from ._keras_flow import read_flow  # noqa: E402
 
 from ._callback import Run, Schedule, WatchingCallback, check_every, scalar_metrics  # noqa: E402
 
-__all__ = ["WeightWatchCallback", "discover_layers"]
+__all__ = ["WeightWatchCallback", "discover_layers", "find_layers", "trace_flow"]
 
 _L = keras.layers
 _CONV = (_L.Conv1D, _L.Conv2D, _L.Conv3D)
@@ -117,6 +120,7 @@ def _after_channels_last(channels: int) -> Layout:
     def layout(x: Any) -> Any:
         out = x.shape[1]
         return _permute(x.reshape(-1, channels, out), (2, 1, 0)).reshape(out, -1)
+    layout.reorders_inputs = True  # type: ignore[attr-defined]  # the data flow reorders its columns alike
     return layout
 
 
@@ -141,6 +145,7 @@ class _Source:
     kernel: str
     layout: Layout = _same
     bias: str | None = "bias"
+    owner: Any = None  # the MultiHeadAttention a projection belongs to
 
     def tensors(self) -> LayerTensors:
         kernel = self.layout(_array(getattr(self.layer, self.kernel)))
@@ -218,7 +223,7 @@ def _attention_entries(layer: Any, root: str) -> list[tuple[str, str, int, _Sour
                    ("v_proj", "value_dense", _qkv, layer.num_heads),
                    ("out_proj", "output_dense", _attention_out, 1)]
     base = _path(_variable(_sub(layer, "query_dense"), "kernel"), root, drop=2)
-    return [(f"{base}.{proj}", "attention", heads, _Source(_sub(layer, attr), "kernel", layout))
+    return [(f"{base}.{proj}", "attention", heads, _Source(_sub(layer, attr), "kernel", layout, owner=layer))
             for proj, attr, layout, heads in projections]
 
 
@@ -277,6 +282,16 @@ def _unique(name: str, taken: set[str]) -> str:
 
 def discover_layers(model: Any, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                     roles: Mapping[str, str] | None = None) -> list[tuple[LayerInfo, _Source]]:
+    """:func:`find_layers`, then ``include`` / ``exclude`` (globs on the names) and ``roles`` overrides."""
+    return finish_discovery(find_layers(model), include, exclude, roles)
+
+
+def trace_flow(model: Any, everything: Sequence[tuple[LayerInfo, _Source]]) -> Flow:
+    """The data flow between the layers of ``everything`` (see :mod:`weightwatch.flow`)."""
+    return read_flow(keras, model, everything)
+
+
+def find_layers(model: Any) -> list[tuple[LayerInfo, _Source]]:
     """Find the layers weightwatch understands in a built Keras model, in the order of ``model.weights``.
 
     Dense, Conv1D/2D/3D, MultiHeadAttention (one layer per projection), Layer-,
@@ -284,8 +299,7 @@ def discover_layers(model: Any, include: Sequence[str] | None = None, exclude: S
     layers or models too. Roles follow the PyTorch integration: the last
     ``fc`` Dense is the ``output``, a Dense in a layer holding one attention
     layer is ``mlp``, one whose path names attention is ``attn``.
-    ``include`` / ``exclude`` are glob patterns on the layer names; ``roles``
-    overrides roles by glob.
+    Before include / exclude (see :func:`discover_layers`).
     """
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"discover_layers needs a Keras model or layer, got {type(model).__name__}")
@@ -312,7 +326,7 @@ def discover_layers(model: Any, include: Sequence[str] | None = None, exclude: S
             + ". Supported: Dense, Conv1D/2D/3D, MultiHeadAttention, Layer/Batch/Group/RMSNormalization, "
             "Embedding."
         )
-    return finish_discovery(found, include, exclude, roles)
+    return found
 
 
 class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
@@ -334,6 +348,11 @@ class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
             record also logs ``weightwatch/p_optimal`` and ``weightwatch/predicted_accuracy``;
             with ``stop`` (a P(optimal) threshold, True, or a ``StopRule``) ``model.stop_training``
             is set when the rule says so (see :mod:`weightwatch.analysis.live`).
+        fold_norm_scale: multiply the outgoing weights by the scale (gamma) of the
+            normalisation layers between a layer and its consumers (default: weights only).
+
+    The data flow between the layers (which layer's output each one reads) is taken from the
+    model's functional graph, Sequential included; see docs/node-strength.md.
 
     The run is closed when ``fit`` ends; a later ``fit`` with the same callback
     opens a new event file in the same directory.
@@ -343,17 +362,21 @@ class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
                  schedule: Schedule | int | None = None, every_n_batches: int | None = None,
                  include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                  roles: Mapping[str, str] | None = None, bins: int = 64, reference: Any = None,
-                 stop: Any = None) -> None:
+                 stop: Any = None, fold_norm_scale: bool = False) -> None:
         super().__init__()
+        self.fold_norm_scale = bool(fold_norm_scale)
         self._store_options(log_dir, hparams, schedule, include, exclude, roles, bins, reference, stop)
         self.every_n_batches = check_every(every_n_batches, "every_n_batches")
         self._batches = 0  # training batches seen, across epochs and fits
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         if self._needs_run():
-            found = discover_layers(self.model, self.include, self.exclude, self.roles)
+            everything = find_layers(self.model)
+            found = finish_discovery(everything, self.include, self.exclude, self.roles)
+            # the flow is read before include / exclude: leaving a layer out changes no other layer's numbers
             self.run = Run(self.log_dir, found, hparams=self.hparams, bins=self.bins, framework="keras",
-                           reference=self.reference, stop=self.stop)
+                           reference=self.reference, stop=self.stop, flow=trace_flow(self.model, everything),
+                           context=everything, fold_norm_scale=self.fold_norm_scale)
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._batches += 1

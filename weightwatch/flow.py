@@ -30,6 +30,7 @@ Pure numpy; no framework import.
 from __future__ import annotations
 
 import string
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +137,22 @@ def order_flow(layers: Sequence[LayerInfo]) -> Flow:
         elif prev.kind == "conv" and nxt.kind == "linear" and nxt.inputs % prev.nodes == 0:
             flow.positions[prev.name] = nxt.inputs // prev.nodes
             flow.edges.append(Edge(prev.name, nxt.name, np.arange(nxt.inputs)))
+    return flow
+
+
+def fallback(model: str, reason: BaseException, layers: Sequence[LayerInfo]) -> Flow:
+    """:func:`order_flow`, with the one warning that says why, naming the model."""
+    warnings.warn(f"weightwatch: could not trace the data flow of {model} ({type(reason).__name__}: {reason}); "
+                  "the complex-network strength pairs layers in registration order instead "
+                  "(see docs/node-strength.md)", RuntimeWarning, stacklevel=3)
+    return order_flow(layers)
+
+
+def warn_lost(model: str, flow: Flow) -> Flow:
+    """One warning naming the operations the tracer could not follow, if any; returns ``flow``."""
+    if flow.lost:
+        warnings.warn(f"weightwatch: in {model}, the data flow could not be followed through {flow.lost}: "
+                      "layers feeding them get no outgoing term through that path", RuntimeWarning, stacklevel=3)
     return flow
 
 
