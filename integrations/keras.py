@@ -23,11 +23,8 @@ Embedding                       (input_dim, output_dim)     unchanged
 
 Layer names are the layer's ``weight.path`` with ``/`` written ``.`` (``block/ff/kernel``
 -> ``block.ff``) and without the model's own name (which a Sequential puts
-first), as PyTorch's module paths are. One more conversion keeps the
-complex-network strength right: a Dense that reads the flattened output of a
-channels-last convolution sees its inputs in (H, W, C) order, where a torch
-Linear after ``nn.Flatten`` sees (C, H, W); its kernel's input axis is put in
-channel-major order, so that the conv's outgoing sums group the right inputs.
+first), as PyTorch's module paths are. A Dense reading a channels-last conv's
+flattened (H, W, C) output gets its kernel's input axis in torch's (C, H, W) order.
 """
 
 from __future__ import annotations

@@ -279,7 +279,8 @@ class WeightWatch:
         Returns whether the weights were recorded.
         """
         record = bool(self.schedule(step)) and self.run.weights_step != step
-        if record and self.tracer.flow is None and not getattr(self, "_warned_untraced", False):
+        pairable = sum(layer.has_nodes for layer in self.tracer.layers) > 1
+        if record and pairable and self.tracer.flow is None and not getattr(self, "_warned_untraced", False):
             self._warned_untraced = True
             warnings.warn(f"weightwatch: step {step} is recorded before {type(self.model).__name__} ran a forward "
                           "pass, so its data flow is not traced yet: the complex-network strengths of this record "
