@@ -184,7 +184,10 @@ class Tracker:
             for idx, as_pooled in ((index, pooled), (self._channels(producer, index, pooled), True)):
                 reduced = self._reduced(idx, out.shape)
                 if reduced is not None:
-                    kept.append((producer, reduced, as_pooled, ()))
+                    # a norm's scale entry is per feature / channel: it survives the reduction alike
+                    kept_norms = tuple((n, r) for n, r in ((n, self._reduced(g, out.shape)) for n, g in norms)
+                                       if r is not None)
+                    kept.append((producer, reduced, as_pooled, kept_norms))
                     break
             else:
                 self.lost.add("reduce")
@@ -212,12 +215,17 @@ class Tracker:
     def _pool(self, x: torch.Tensor, out: torch.Tensor) -> None:
         """A pooling keeps (batch, channel) and mixes positions: each unit becomes its channel."""
         kept = []
-        for producer, index, pooled, _ in self.get(x):
-            ch = self._channels(producer, index, pooled)
-            flat = ch.reshape(*ch.shape[:2], -1)
-            if out.dim() >= 2 and tuple(out.shape[:2]) == tuple(ch.shape[:2]) and bool((flat == flat[..., :1]).all()):
-                view = flat[..., :1].reshape(*ch.shape[:2], *([1] * (out.dim() - 2)))
-                kept.append((producer, view.expand(out.shape), True, ()))
+        def per_channel(idx: torch.Tensor) -> torch.Tensor | None:
+            flat = idx.reshape(*idx.shape[:2], -1)
+            if out.dim() < 2 or tuple(out.shape[:2]) != tuple(idx.shape[:2]) or not bool((flat == flat[..., :1]).all()):
+                return None
+            return flat[..., :1].reshape(*idx.shape[:2], *([1] * (out.dim() - 2))).expand(out.shape)
+
+        for producer, index, pooled, norms in self.get(x):
+            view = per_channel(self._channels(producer, index, pooled))
+            if view is not None:
+                kept_norms = tuple((n, r) for n, r in ((n, per_channel(g)) for n, g in norms) if r is not None)
+                kept.append((producer, view, True, kept_norms))
             else:
                 self.lost.add("pool")
         self.put(out, kept)
