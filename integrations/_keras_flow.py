@@ -29,11 +29,11 @@ def _sample_shape(tensor: Any) -> tuple[int, ...]:
 
 
 def _units(shape: tuple[int, ...], dims: list[int]) -> np.ndarray:
+    """An index array of ``shape`` numbering the elements of ``dims`` (listed major to minor)."""
     sizes = [shape[d] for d in dims]
-    view = [1] * len(shape)
-    for d, s in zip(dims, sizes):
-        view[d] = s
-    return np.broadcast_to(np.arange(math.prod(sizes)).reshape(sizes).reshape(view), shape).copy()
+    idx = np.arange(math.prod(sizes)).reshape(sizes).transpose(np.argsort(dims))  # axes back in array order
+    view = [shape[d] if d in dims else 1 for d in range(len(shape))]
+    return np.broadcast_to(idx.reshape(view), shape).copy()
 
 
 def _same_padding(size: int, k: int, s: int, d: int) -> int:
