@@ -216,3 +216,16 @@ class FlowTracer:
         self.flow = flow
         if self.on_traced is not None:
             self.on_traced(flow)
+
+
+def traced_run_options(model: nn.Module, everything: Sequence[tuple[LayerInfo, Any]], get_run: Callable[[], Any],
+                       example_input: Any = None) -> dict[str, Any]:
+    """``Run`` keywords for a callback that traces ``model`` on ``example_input`` or its first forward
+    pass: the flow known so far and every layer as context; the run's recorder gets the flow once traced."""
+    def use(flow: Flow) -> None:
+        run = get_run()
+        if run is not None:
+            run.recorder.flow = flow
+
+    tracer = FlowTracer(model, everything, example_input, on_traced=use)
+    return {"flow": tracer.flow or Flow(method="untraced"), "context": everything}

@@ -37,8 +37,11 @@ from weightwatch._optional import require
 torch = require("torch", "hf", "weightwatch.integrations.hf")
 transformers = require("transformers", "hf", "weightwatch.integrations.hf")
 
+from weightwatch.layers import finish_discovery  # noqa: E402
+
 from ._callback import Run, Schedule, WatchingCallback, check_every, scalar_metrics  # noqa: E402
-from .torch import discover_layers  # noqa: E402
+from ._torch_trace import traced_run_options  # noqa: E402
+from .torch import find_layers  # noqa: E402
 
 __all__ = ["HPARAM_ARGS", "WeightWatchCallback", "run_dir"]
 
@@ -105,12 +108,14 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
             return
         if model is None:
             raise ValueError("WeightWatchCallback: the Trainer passed no model to on_train_begin")
-        found = discover_layers(model, self.include, self.exclude, self.roles)
+        everything = find_layers(model)
+        found = finish_discovery(everything, self.include, self.exclude, self.roles)
+        flow = traced_run_options(model, everything, lambda: self.run)  # traced on the first forward pass
         hparams = self.hparams
         if hparams is None:
             hparams = {k: getattr(args, k) for k in HPARAM_ARGS if getattr(args, k, None) is not None}
         self.run = Run(run_dir(args, self.log_dir), found, hparams=hparams, bins=self.bins, framework="hf",
-                       reference=self.reference, stop=self.stop)
+                       reference=self.reference, stop=self.stop, **flow)
         self._history_seen = len(state.log_history)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -33,8 +33,11 @@ from weightwatch._optional import require
 torch = require("torch", "lightning", "weightwatch.integrations.lightning")
 pl = require("lightning.pytorch", "lightning", "weightwatch.integrations.lightning")
 
+from weightwatch.layers import finish_discovery  # noqa: E402
+
 from ._callback import Run, Schedule, WatchingCallback, check_every, scalar_metrics  # noqa: E402
-from .torch import discover_layers  # noqa: E402
+from ._torch_trace import traced_run_options  # noqa: E402
+from .torch import find_layers  # noqa: E402
 
 __all__ = ["WeightWatchCallback", "logger_step"]
 
@@ -88,10 +91,14 @@ class WeightWatchCallback(WatchingCallback, pl.Callback):
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit" or not trainer.is_global_zero or not self._needs_run():
             return
-        found = discover_layers(pl_module, self.include, self.exclude, self.roles)
+        everything = find_layers(pl_module)
+        found = finish_discovery(everything, self.include, self.exclude, self.roles)
         hparams = self.hparams if self.hparams is not None else dict(getattr(pl_module, "hparams", {}) or {})
+        # the data flow, on Lightning's example_input_array or the module's first forward pass
+        example = getattr(pl_module, "example_input_array", None)
+        flow = traced_run_options(pl_module, everything, lambda: self.run, example)
         self.run = Run(run_dir(trainer, self.log_dir), found, hparams=hparams, bins=self.bins,
-                       framework="lightning", reference=self.reference, stop=self.stop)
+                       framework="lightning", reference=self.reference, stop=self.stop, **flow)
 
     def _writing(self, trainer: Any) -> bool:
         return self.run is not None and trainer.is_global_zero and not trainer.sanity_checking
