@@ -134,12 +134,16 @@ class KerasTracer:
                 order = [index.ndim - 1, *range(index.ndim - 1)]
                 units, gammas = index.transpose(order), tuple((g_name, g.transpose(order)) for g_name, g in norms)
             else:
+                # one row per token; all kept when tokens read different units (column f counts per row)
                 rows = index.reshape(-1, index.shape[-1])
-                if not (rows == rows[0]).all():
-                    self.lost.add(f"{name} (columns read from different units)")
+                every = not (rows == rows[0]).all()
                 layout = self.layouts.get(id(layer))
-                units = self._reorder(rows[0], layout)
-                gammas = tuple((g_name, self._reorder(g.reshape(-1, g.shape[-1])[0], layout)) for g_name, g in norms)
+
+                def columns(arr: np.ndarray) -> np.ndarray:
+                    flat = arr.reshape(-1, arr.shape[-1])
+                    return np.stack([self._reorder(r, layout) for r in flat]) if every else self._reorder(flat[0], layout)
+                units = columns(index)
+                gammas = tuple((g_name, columns(g)) for g_name, g in norms)
             self.flow.edges.append(Edge(producer, name, np.ascontiguousarray(units), pooled, gammas))
 
     @staticmethod

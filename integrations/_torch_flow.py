@@ -39,6 +39,7 @@ _MATMUL = {"matmul", "bmm", "mm"}
 #: operations that mix features through weights weightwatch does not watch: the units end there
 _MIXING = {"linear", "bilinear", "einsum", "embedding", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
            "conv_transpose2d", "conv_transpose3d", "interpolate", "upsample", "grid_sample"}
+_SINKS = {"cross_entropy", "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div", "argmax", "argmin"}
 _REDUCE = {"mean", "sum", "amax", "amin", "max", "min", "logsumexp", "nanmean", "nansum"}
 
 Piece = tuple[str, torch.Tensor, bool, tuple[tuple[str, torch.Tensor], ...]]  # producer, index, pooled, norms
@@ -111,6 +112,8 @@ class Tracker:
         if not inputs or not _tensors(out):  # x.dim(), x.size(): metadata, nothing flows
             return
         name = _op_name(func)
+        if "loss" in name or name in _SINKS:
+            return  # a loss reads the output; no weight follows
         if name in _MIXING:
             self.lost.add(name)
         elif name in _STRUCTURAL:
@@ -235,11 +238,13 @@ class Tracker:
         """``consumer`` reads ``x``: a linear layer per last-axis column, a conv per (channel, position)."""
         for producer, index, pooled, norms in self.get(x):
             if per_column:
+                # one row per token; when tokens read different units (a conv map as a sequence),
+                # every row is kept and column f's weight counts once per row
                 rows = index.reshape(-1, index.shape[-1])
-                units = rows[0]
-                if not bool((rows == units).all()):
-                    self.lost.add(f"{consumer} (columns read from different units)")
-                gammas = tuple((n, g.reshape(-1, g.shape[-1])[0].numpy()) for n, g in norms)
+                every = not bool((rows == rows[0]).all())
+                units = rows if every else rows[0]
+                gammas = tuple((n, (g.reshape(-1, g.shape[-1]) if every else g.reshape(-1, g.shape[-1])[0]).numpy())
+                               for n, g in norms)
             else:
                 units = index[0]
                 gammas = tuple((n, g[0].numpy()) for n, g in norms)

@@ -68,7 +68,9 @@ class Edge:
         units: int array shaped like the consumer's input units ((in,) for a
             linear consumer, (C_in, *input_spatial) for a convolution, (C_in,)
             for a convolution whose geometry is unknown): the producer unit
-            each one reads, or -1 for those fed by something else.
+            each one reads, or -1 for those fed by something else. A linear
+            consumer applied to tokens that read different units (a conv map
+            read as a sequence) has (tokens, in): column f counts once per token.
         pooled: the path went through a pooling, which mixes positions:
             ``units`` then holds producer *channels*, and every position of a
             channel gets the mean of the outgoing weights of that channel.
@@ -247,6 +249,8 @@ def outgoing_terms(flow: Flow, producer: LayerInfo, sums: Mapping[str, np.ndarra
     total = np.zeros(units)
     for edge in edges:
         weights = np.array(sums[edge.consumer], dtype=np.float64).reshape(-1)
+        if edge.units.size != weights.size:  # a linear consumer read per token: its columns once per row
+            weights = np.tile(weights, edge.units.size // weights.size)
         if fold_norm_scale:
             for norm, index in edge.norms:
                 index = index.reshape(-1)
