@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from weightwatch.distributed import ShardPiece
+from weightwatch.flow import Flow
 from weightwatch.layers import LayerInfo, LayerTensors
 from weightwatch.recorder import Recorder, clean_metrics
 
@@ -77,13 +78,19 @@ class WatchSession:
         reduce: the recorder's reductions (:mod:`weightwatch.distributed` under FSDP);
             given, every process computes and one writes; without it, a process that
             does not write does nothing at all.
+        flow: the model's data flow (see :mod:`weightwatch.flow`), None for registration order.
+        context: every layer found before include / exclude, for the consumers
+            and norms the flow reads that are not watched.
     """
 
     def __init__(self, log_dir: str | Path, found: Sequence[tuple[LayerInfo, Source]], options: WatchOptions, *,
                  framework: str, hparams: Mapping[str, Any] | None = None, writes: bool = True,
-                 reduce: Any = None) -> None:
+                 reduce: Any = None, flow: Flow | None = None,
+                 context: Sequence[tuple[LayerInfo, Source]] = ()) -> None:
         self.layers = [info for info, _ in found]
         self._sources = [source for _, source in found]
+        watched = {info.name for info in self.layers}
+        self._context = {info.name: (info, source) for info, source in context if info.name not in watched}
         self.guard = Guard(options.strict)
         self.collective = reduce is not None
         self.recorder: Recorder | None = None
@@ -97,7 +104,9 @@ class WatchSession:
             return
         hparams = options.hparams if hparams is None else hparams
         self.recorder = Recorder(log_dir if writes else None, self.layers, hparams=hparams, bins=options.bins,
-                                 framework=framework, reduce=reduce)
+                                 framework=framework, reduce=reduce, flow=flow,
+                                 context=[info for info, _ in self._context.values()],
+                                 fold_norm_scale=options.fold_norm_scale)
         self.log_dir = self.recorder.log_dir
         if options.loaded_reference is not None and writes:  # the live verdict (weightwatch.analysis.LiveScorer)
             from weightwatch.analysis import LiveScorer
@@ -166,14 +175,15 @@ class WatchSession:
         if self.writes and not self._directory_usable():
             return
         tensors = self.tensors() if weights else None
+        context = self._context_tensors() if weights else None
         if tensors is not None and all(t is None for t in tensors):  # each was warned about
             tensors, weights = None, False
             if not metrics:
                 return
         try:
-            snapshot = self.recorder.log(step, tensors, metrics)
+            snapshot = self.recorder.log(step, tensors, metrics, context=context)
         except Exception as exc:  # noqa: BLE001 - never into the training loop
-            if tensors is None or self.collective or isinstance(exc, OSError) or not self._skip_failing(tensors):
+            if tensors is None or self.collective or isinstance(exc, OSError) or not self._skip_failing(tensors, context):
                 self._failed(step, exc)
                 return
             return self.log(step, metrics, weights)  # again, without the layers that failed
@@ -187,7 +197,20 @@ class WatchSession:
                                   "architecture?)", "Live scores are off for this run; training goes on.")
                 self.scorer = None
 
-    def _skip_failing(self, tensors: list[LayerTensors | None]) -> bool:
+    def _context_tensors(self) -> dict[str, LayerTensors]:
+        """The current tensors of the unwatched layers the flow reads (consumers, norms)."""
+        needed = self.recorder.flow.needed()
+        out = {}
+        for name, (_, source) in self._context.items():
+            if name in needed:
+                try:
+                    out[name] = source.tensors()
+                except Exception as exc:  # noqa: BLE001 - its producers get no outgoing term this time
+                    self.guard.failed(("read", name), exc, f"layer {name!r} (read for the data flow) cannot be "
+                                      "read", "The layers feeding it get no outgoing term until it can.")
+        return out
+
+    def _skip_failing(self, tensors: list[LayerTensors | None], context: dict[str, LayerTensors] | None) -> bool:
         """Find the layers whose reduction fails on their own, skip them from now on (one warning
         each); whether any was found."""
         found = False
@@ -195,7 +218,7 @@ class WatchSession:
             if t is None:
                 continue
             try:
-                self.recorder.compute(0, [t if j == i else None for j in range(len(tensors))])
+                self.recorder.compute(0, [t if j == i else None for j in range(len(tensors))], context=context)
             except Exception as exc:  # noqa: BLE001
                 found = True
                 self._skipped.add(i)

@@ -155,6 +155,11 @@ def _unique(name: str, taken: set[str]) -> str:
 
 def discover_layers(model: Any, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                     roles: Mapping[str, str] | None = None) -> list[tuple[LayerInfo, KerasSource]]:
+    """:func:`find_layers`, then ``include`` / ``exclude`` (globs on the names) and ``roles`` overrides."""
+    return finish_discovery(find_layers(model), include, exclude, roles)
+
+
+def find_layers(model: Any) -> list[tuple[LayerInfo, KerasSource]]:
     """Find the layers weightwatch understands in a built Keras model, in the order of ``model.weights``.
 
     Dense, Conv1D/2D/3D, MultiHeadAttention (one layer per projection), Layer-,
@@ -162,8 +167,7 @@ def discover_layers(model: Any, include: Sequence[str] | None = None, exclude: S
     layers or models too. Roles follow the PyTorch integration: the last
     ``fc`` Dense is the ``output``, a Dense in a layer holding one attention
     layer is ``mlp``, one whose path names attention is ``attn``.
-    ``include`` / ``exclude`` are glob patterns on the layer names; ``roles``
-    overrides roles by glob.
+    Before include / exclude (see :func:`discover_layers`).
     """
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"discover_layers needs a Keras model or layer, got {type(model).__name__}")
@@ -190,5 +194,5 @@ def discover_layers(model: Any, include: Sequence[str] | None = None, exclude: S
             + ". Supported: Dense, Conv1D/2D/3D, MultiHeadAttention, Layer/Batch/Group/RMSNormalization, "
             "Embedding."
         )
-    return finish_discovery(found, include, exclude, roles)
+    return found
 

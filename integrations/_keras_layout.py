@@ -72,6 +72,7 @@ def after_channels_last(channels: int) -> Layout:
     def layout(x: Any) -> Any:
         out = x.shape[1]
         return permute(x.reshape(-1, channels, out), (2, 1, 0)).reshape(out, -1)
+    layout.reorders_inputs = True  # type: ignore[attr-defined]  # the data flow reorders its columns alike
     return layout
 
 
@@ -96,6 +97,7 @@ class KerasSource:
     kernel: str
     layout: Layout = same_layout
     bias: str | None = "bias"
+    owner: Any = None  # the MultiHeadAttention a projection belongs to
 
     def tensors(self) -> LayerTensors:
         kernel = self.layout(backend_array(getattr(self.layer, self.kernel)))

@@ -36,9 +36,12 @@ from weightwatch._optional import require
 torch = require("torch", "hf", "weightwatch.integrations.hf")
 transformers = require("transformers", "hf", "weightwatch.integrations.hf")
 
+from weightwatch.layers import finish_discovery  # noqa: E402
+
 from ._callback import WatchingCallback, WatchSession, scalar_metrics  # noqa: E402
 from .options import WatchOptions, check_every  # noqa: E402
-from .torch import discover_layers  # noqa: E402
+from ._torch_trace import traced_run_options  # noqa: E402
+from .torch import find_layers  # noqa: E402
 
 __all__ = ["HPARAM_ARGS", "WatchOptions", "WeightWatchCallback", "run_dir"]
 
@@ -104,11 +107,13 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
         if model is None:
             raise ValueError("WeightWatchCallback: the Trainer passed no model to on_train_begin")
         opts = self.options
-        found = discover_layers(model, opts.include, opts.exclude, opts.roles)
+        everything = find_layers(model, opts.heads)
+        found = finish_discovery(everything, opts.include, opts.exclude, opts.roles)
+        flow = traced_run_options(model, everything, lambda: self.run)  # traced on the first forward pass
         hparams = opts.hparams
         if hparams is None:
             hparams = {k: getattr(args, k) for k in HPARAM_ARGS if getattr(args, k, None) is not None}
-        return WatchSession(run_dir(args, self.log_dir), found, opts, framework="hf", hparams=hparams)
+        return WatchSession(run_dir(args, self.log_dir), found, opts, framework="hf", hparams=hparams, **flow)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is not None and self.every_n_steps and state.global_step % self.every_n_steps == 0:

@@ -32,16 +32,20 @@ channel-major order, so that the conv's outgoing sums group the right inputs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from weightwatch.flow import Flow
+from weightwatch.layers import LayerInfo, finish_discovery
+
 from ._callback import WatchingCallback, WatchSession, scalar_metrics
-from ._keras_layers import discover_layers
-from ._keras_layout import keras
+from ._keras_flow import read_flow
+from ._keras_layers import discover_layers, find_layers
+from ._keras_layout import KerasSource, keras
 from .options import WatchOptions, check_every
 
-__all__ = ["WatchOptions", "WeightWatchCallback", "discover_layers"]
+__all__ = ["WatchOptions", "WeightWatchCallback", "discover_layers", "find_layers", "trace_flow"]
 
 
 class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
@@ -72,9 +76,15 @@ class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         if self._needs_run():
-            opts = self.options
-            self._open(lambda: WatchSession(self.log_dir, discover_layers(self.model, opts.include, opts.exclude,
-                                                                          opts.roles), opts, framework="keras"))
+            self._open(self._session)
+
+    def _session(self) -> WatchSession:
+        opts = self.options
+        everything = find_layers(self.model)
+        found = finish_discovery(everything, opts.include, opts.exclude, opts.roles)
+        # the flow is read before include / exclude: leaving a layer out changes no other layer's numbers
+        return WatchSession(self.log_dir, found, opts, framework="keras", flow=trace_flow(self.model, everything),
+                            context=everything)
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._batches += 1
@@ -103,3 +113,9 @@ class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
         if self.run is None and self.options.strict:
             raise RuntimeError("WeightWatchCallback: on_train_begin was not called; pass the callback to model.fit")
         return self.run is not None
+
+
+def trace_flow(model: Any, everything: Sequence[tuple[LayerInfo, KerasSource]]) -> Flow:
+    """The data flow between the layers of ``everything`` (see :mod:`weightwatch.flow`), from the
+    model's functional graph (Sequential included)."""
+    return read_flow(keras, model, everything)

@@ -32,9 +32,12 @@ from weightwatch._optional import require
 torch = require("torch", "lightning", "weightwatch.integrations.lightning")
 pl = require("lightning.pytorch", "lightning", "weightwatch.integrations.lightning")
 
+from weightwatch.layers import finish_discovery  # noqa: E402
+
 from ._callback import WatchingCallback, WatchSession, scalar_metrics  # noqa: E402
 from .options import WatchOptions, check_every  # noqa: E402
-from .torch import discover_layers  # noqa: E402
+from ._torch_trace import traced_run_options  # noqa: E402
+from .torch import find_layers  # noqa: E402
 
 __all__ = ["WatchOptions", "WeightWatchCallback", "logger_step"]
 
@@ -85,9 +88,14 @@ class WeightWatchCallback(WatchingCallback, pl.Callback):
 
     def _session(self, trainer: Any, pl_module: Any) -> WatchSession:
         opts = self.options
-        found = discover_layers(pl_module, opts.include, opts.exclude, opts.roles)
+        everything = find_layers(pl_module, opts.heads)
+        found = finish_discovery(everything, opts.include, opts.exclude, opts.roles)
         hparams = opts.hparams if opts.hparams is not None else dict(getattr(pl_module, "hparams", {}) or {})
-        return WatchSession(run_dir(trainer, self.log_dir), found, opts, framework="lightning", hparams=hparams)
+        # the data flow, on Lightning's example_input_array or the module's first forward pass
+        example = getattr(pl_module, "example_input_array", None)
+        flow = traced_run_options(pl_module, everything, lambda: self.run, example)
+        return WatchSession(run_dir(trainer, self.log_dir), found, opts, framework="lightning", hparams=hparams,
+                            **flow)
 
     def _writing(self, trainer: Any) -> bool:
         return self.run is not None and trainer.is_global_zero and not trainer.sanity_checking

@@ -82,6 +82,17 @@ def _check_roles(roles: Any) -> dict[str, str] | None:
     return dict(roles)
 
 
+def _check_heads(heads: Any) -> dict[str, int] | None:
+    if heads is None:
+        return None
+    if not isinstance(heads, Mapping) or not all(isinstance(k, str) for k in heads):
+        raise TypeError(f"heads must be a mapping {{'glob': number of heads}}, got {heads!r}")
+    for pattern, n in heads.items():
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"heads[{pattern!r}]: {n!r} must be a positive integer number of heads")
+    return {k: int(v) for k, v in heads.items()}
+
+
 @dataclass(frozen=True)
 class WatchOptions:
     """What to watch and how: the options shared by every integration's callback.
@@ -110,6 +121,13 @@ class WatchOptions:
         stop: with a reference, when the callback's ``should_stop`` turns True
             (and the framework's stop flag is set): a ``StopRule``, a P(optimal)
             threshold, or True for the default rule.
+        heads: ``{"glob": n}`` head counts of Linear layers: the q/k/v
+            projections of attention modules that declare no
+            ``num_attention_heads`` / ``num_heads`` (PyTorch-based callbacks).
+        fold_norm_scale: multiply the outgoing weights of the complex-network
+            strength by the scale (gamma) of the norm layers between a layer
+            and its consumers (default False: the weights alone; see
+            docs/node-strength.md).
         strict: once the callback is made, raise weightwatch's own errors
             (an unreadable layer, a log directory that failed, a metric that is
             no number, a reference that cannot score) into the training loop
@@ -127,6 +145,8 @@ class WatchOptions:
     bins: int = 64
     reference: Any = None
     stop: Any = None
+    heads: Mapping[str, int] | None = None
+    fold_norm_scale: bool = False
     strict: bool | None = None
     #: the reference and the stop rule, loaded and checked (None without a reference)
     loaded_reference: Any = field(default=None, init=False, repr=False, compare=False)
@@ -145,6 +165,9 @@ class WatchOptions:
         set_(self, "exclude", _check_patterns("exclude", self.exclude))
         set_(self, "roles", _check_roles(self.roles))
         set_(self, "records", as_schedule(self.schedule))
+        set_(self, "heads", _check_heads(self.heads))
+        if not isinstance(self.fold_norm_scale, bool):
+            raise TypeError(f"fold_norm_scale must be True or False, got {self.fold_norm_scale!r}")
         if self.strict is not None and not isinstance(self.strict, bool):
             raise TypeError(f"strict must be True, False or None, got {self.strict!r}")
         set_(self, "strict", strict_default() if self.strict is None else self.strict)

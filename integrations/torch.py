@@ -19,13 +19,18 @@ from weightwatch._optional import require
 torch = require("torch", "torch", "weightwatch.integrations.torch")
 nn = torch.nn
 
+import fnmatch  # noqa: E402
+import warnings  # noqa: E402
+
+from weightwatch.flow import Flow  # noqa: E402
 from weightwatch.integrations._callback import WatchSession  # noqa: E402
 from weightwatch.integrations._torch_dist import (  # noqa: E402
     clean_name, process, sharded_piece, sharded_reducer, unwrap)
+from weightwatch.integrations._torch_trace import FlowTracer  # noqa: E402
 from weightwatch.integrations.options import Schedule, WatchOptions, as_schedule, check_every  # noqa: E402
 from weightwatch.layers import LayerInfo, LayerTensors, finish_discovery  # noqa: E402
 
-__all__ = ["WatchOptions", "WeightWatch", "discover_layers", "every_n"]
+__all__ = ["WatchOptions", "WeightWatch", "discover_layers", "every_n", "find_layers"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm)
@@ -106,6 +111,45 @@ def _linear_role(name: str, blocks: set[str]) -> str:
     return "fc"
 
 
+#: last name components of the separate query / key / value projections (Hugging Face, BERT, ViT, ...)
+_QKV = {"query", "key", "value", "q_proj", "k_proj", "v_proj", "q", "k", "v", "to_q", "to_k", "to_v",
+        "q_lin", "k_lin", "v_lin", "wq", "wk", "wv"}
+_HEAD_ATTRS = ("num_attention_heads", "num_heads", "n_heads", "n_head", "num_head")
+
+
+def _attribute_heads(module: nn.Module, kv: bool) -> int | None:
+    """The head count an attention module (or its ``config``) declares; key/value heads for k and v."""
+    for holder in (module, getattr(module, "config", None)):
+        for attr in (("num_key_value_heads",) if kv else ()) + _HEAD_ATTRS:
+            value = getattr(holder, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def _linear_heads(name: str, modules: Mapping[str, nn.Module], heads: Mapping[str, int] | None) -> int:
+    """Heads of a Linear: the user's ``heads={"glob": n}`` first, then, for a q/k/v projection, the
+    nearest enclosing module's ``num_attention_heads`` / ``num_heads`` (or its config's); else 1."""
+    for pattern, n in (heads or {}).items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return n
+    last = name.split(".")[-1].lower()
+    if last not in _QKV:
+        return 1
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        found = _attribute_heads(modules.get(".".join(parts[:i]), nn.Module()), kv=last[0] in "kv")
+        if found:
+            return found
+    return 1
+
+
+def _check_heads(heads: Mapping[str, int] | None) -> None:
+    for pattern, n in (heads or {}).items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"heads: {pattern!r} -> {n!r} must be a positive integer number of heads")
+
+
 def _mha_sources(name: str, m: nn.MultiheadAttention) -> list[tuple[LayerInfo, _Source]]:
     e, heads = m.embed_dim, m.num_heads
     out = []
@@ -128,17 +172,19 @@ def _mha_sources(name: str, m: nn.MultiheadAttention) -> list[tuple[LayerInfo, _
     return out
 
 
-def discover_layers(model: nn.Module, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                    roles: Mapping[str, str] | None = None) -> list[tuple[LayerInfo, _Source]]:
-    """Find the layers weightwatch understands, in registration order.
+def find_layers(model: nn.Module, heads: Mapping[str, int] | None = None) -> list[tuple[LayerInfo, _Source]]:
+    """Every layer weightwatch understands, in registration order, before include / exclude.
 
     Linear, Conv1d/2d/3d, MultiheadAttention (one layer per projection),
     LayerNorm / GroupNorm / BatchNorm / RMSNorm and Embedding. A parameter
     shared by several modules is watched once, under its first name; frozen
-    parameters are watched like the others. ``include`` / ``exclude`` are glob
-    patterns on the layer names; ``roles`` overrides roles by glob.
+    parameters are watched like the others. ``heads`` (``{"glob": n}``) sets
+    the head count of matching Linear layers; a q/k/v projection otherwise
+    takes its attention module's ``num_attention_heads`` / ``num_heads``.
     """
+    _check_heads(heads)
     blocks = _block_prefixes(model)
+    modules = {clean_name(name) or type(m).__name__.lower(): m for name, m in model.named_modules()}
     found: list[tuple[LayerInfo, _Source]] = []
     inside_mha: list[str] = []
     seen: set[tuple[int, int | None]] = set()
@@ -151,7 +197,11 @@ def discover_layers(model: nn.Module, include: Sequence[str] | None = None, excl
             inside_mha.append(name)
             entries = _mha_sources(label, m)
         elif isinstance(m, nn.Linear):
-            entries = [(LayerInfo(label, "linear", _linear_role(label, blocks), tuple(m.weight.shape), 1,
+            n_heads = _linear_heads(label, modules, heads)
+            if m.weight.shape[0] % n_heads:
+                raise ValueError(f"heads: {label} has {m.weight.shape[0]} output units, not divisible into "
+                                 f"{n_heads} heads; fix the heads= override")
+            entries = [(LayerInfo(label, "linear", _linear_role(label, blocks), tuple(m.weight.shape), n_heads,
                                   m.bias is not None), _Source(m, "weight", _bias(m)))]
         elif isinstance(m, _CONV):
             entries = [(LayerInfo(label, "conv", "conv", tuple(m.weight.shape), 1, m.bias is not None),
@@ -174,7 +224,15 @@ def discover_layers(model: nn.Module, include: Sequence[str] | None = None, excl
             "Supported: Linear, Conv1d/2d/3d, MultiheadAttention, LayerNorm, GroupNorm, BatchNorm, "
             "RMSNorm, Embedding."
         )
-    return finish_discovery(found, include, exclude, roles)
+    return found
+
+
+def discover_layers(model: nn.Module, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                    roles: Mapping[str, str] | None = None,
+                    heads: Mapping[str, int] | None = None) -> list[tuple[LayerInfo, _Source]]:
+    """:func:`find_layers`, then ``include`` / ``exclude`` (glob patterns on the layer names) and
+    ``roles`` (``{"glob": role}`` overrides)."""
+    return finish_discovery(find_layers(model, heads), include, exclude, roles)
 
 
 @dataclass(frozen=True)
@@ -213,12 +271,15 @@ class WeightWatch:
             A DDP, DataParallel or ``torch.compile`` wrapper is looked through
             (layer names are the wrapped model's).
         log_dir: the run directory (one run per directory).
+        example_input: one batch (a tensor, a tuple of positional arguments or a
+            dict of keywords) to trace the data flow on at once; without it the
+            flow is traced on the first forward pass (see docs/node-strength.md).
         sync_timeout: under FSDP, how long (seconds) ``log()`` waits for every
             rank to call it before it reports the ranks that did not.
         options: a :class:`~weightwatch.integrations.options.WatchOptions`;
             ``**settings`` are its fields as keywords (``hparams``, ``schedule``,
             ``include``, ``exclude``, ``roles``, ``bins``, ``reference``, ``stop``,
-            ``strict``), overriding ``options``. Here ``schedule`` is asked about
+            ``heads``, ``fold_norm_scale``, ``strict``), overriding ``options``. Here ``schedule`` is asked about
             each ``step`` given to :meth:`log`.
 
     Under torch.distributed only rank 0 writes. With DDP (every rank holds the
@@ -227,11 +288,12 @@ class WeightWatch:
     (``fully_shard``; FullyShardedDataParallel is refused with a clear error)
     every rank must make the WeightWatch and call :meth:`log` at the same steps:
     the statistics are reduced from each rank's shard with a few small
-    all-reduces.
+    all-reduces; the complex-network strengths of a sharded model have no
+    outgoing term (a consumer's kernel is split over the ranks).
     """
 
-    def __init__(self, model: nn.Module, log_dir: str | Path = "runs/weightwatch", *, sync_timeout: float = 300.0,
-                 options: WatchOptions | None = None, **settings: Any) -> None:
+    def __init__(self, model: nn.Module, log_dir: str | Path = "runs/weightwatch", *, example_input: Any = None,
+                 sync_timeout: float = 300.0, options: WatchOptions | None = None, **settings: Any) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"WeightWatch needs a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -239,18 +301,35 @@ class WeightWatch:
         opts = self.options
         inner = unwrap(model)
         self.rank, sharded = process(inner)
-        found = discover_layers(inner, opts.include, opts.exclude, opts.roles)
-        reduce = None
+        everything = find_layers(inner, opts.heads)
+        found = finish_discovery(everything, opts.include, opts.exclude, opts.roles)
+        reduce, flow = None, None
         if sharded:
             found = [(info, _ShardedSource(source)) for info, source in found]
-            reduce = sharded_reducer(sync_timeout)
+            everything = []
+            reduce, flow = sharded_reducer(sync_timeout), Flow(method="untraced")
+            self.tracer = None
+        else:  # traced before include / exclude, so leaving a layer out changes no other layer's numbers
+            self.tracer = FlowTracer(inner, everything, example_input, on_traced=self._use_flow)
+            flow = self.tracer.flow or Flow(method="untraced")
         self._parameters = _count_parameters(inner)
         self._inner = inner
+        self._warned_untraced = False
         # the same engine the Keras / Lightning / HF callbacks drive
-        self.run = WatchSession(log_dir, found, opts, framework="torch", writes=self.rank == 0, reduce=reduce)
+        self.run = WatchSession(log_dir, found, opts, framework="torch", writes=self.rank == 0, reduce=reduce,
+                                flow=flow, context=everything)
         self.layers = self.run.layers
         self.recorder = self.run.recorder
         self.log_dir = self.run.log_dir
+
+    def _use_flow(self, flow: Flow) -> None:
+        if getattr(self, "run", None) is not None and self.run.recorder is not None:
+            self.run.recorder.flow = flow
+
+    @property
+    def flow(self) -> Flow | None:
+        """The traced data flow (None until traced), see :mod:`weightwatch.flow`."""
+        return self.tracer.flow if self.tracer is not None else None
 
     def tensors(self) -> list[LayerTensors]:
         """The current kernels and biases (views of the parameters, no copies)."""
@@ -267,6 +346,13 @@ class WeightWatch:
             self.run.guard.warn("added", "the model has parameters it did not have when the WeightWatch was made "
                                 "(layers added or removed); only the layers found then are watched. Make the "
                                 "WeightWatch after the model is complete.")
+        if record and self.tracer is not None and self.tracer.flow is None and not self._warned_untraced and \
+                sum(layer.has_nodes for layer in self.tracer.layers) > 1:
+            self._warned_untraced = True
+            warnings.warn(f"weightwatch: step {step} is recorded before {type(self.model).__name__} ran a forward "
+                          "pass, so its data flow is not traced yet: the complex-network strengths of this record "
+                          "have no outgoing term. Pass example_input= to trace it at once.",
+                          RuntimeWarning, stacklevel=2)
         with torch.no_grad():
             self.run.log(step, metrics, weights=record)
         return record
@@ -287,6 +373,8 @@ class WeightWatch:
         return self.run.should_stop
 
     def close(self, success: bool = True) -> None:
+        if self.tracer is not None:
+            self.tracer.detach()
         self.run.close(success)
 
     def __enter__(self) -> WeightWatch:

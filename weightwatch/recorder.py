@@ -21,7 +21,8 @@ from typing import Any
 
 from . import __version__, summaries
 from .events import EventFileWriter
-from .layers import LayerInfo, LayerTensors, consecutive_pairs
+from .flow import Flow, consumer_input_sums, host_vector, order_flow, outgoing_terms
+from .layers import LayerInfo, LayerTensors
 from .ops import KernelJob, RawLayer, reduce_jobs
 from .rundir import claim_run_dir, release
 from .sketch import sketch_indices, write_sketch
@@ -81,11 +82,19 @@ class Recorder:
         reduce: ``reduce(jobs, bins, on_device=None) -> [RawLayer]``, the per-layer reductions;
             :func:`weightwatch.ops.reduce_jobs` by default, the sharded
             reductions of :mod:`weightwatch.distributed` under FSDP.
+        flow: which layer feeds which (:mod:`weightwatch.flow`), traced by the
+            integration before include / exclude; None pairs the layers in
+            registration order (:func:`weightwatch.flow.order_flow`).
+        context: the layers the flow reads that are not watched (consumers and
+            norms left out); their tensors come with each :meth:`log` call.
+        fold_norm_scale: multiply the outgoing weights by the scale (gamma) of
+            the normalisation layers between producer and consumer.
     """
 
     def __init__(self, log_dir: str | Path | None, layers: Sequence[LayerInfo], *,
                  hparams: Mapping[str, Any] | None = None, bins: int = 64, framework: str = "unknown",
-                 reduce: Callable[..., list[RawLayer]] | None = None) -> None:
+                 reduce: Callable[..., list[RawLayer]] | None = None, flow: Flow | None = None,
+                 context: Sequence[LayerInfo] = (), fold_norm_scale: bool = False) -> None:
         if not layers:
             raise ValueError("Recorder needs at least one layer to watch")
         if not isinstance(bins, int) or bins < 2:
@@ -98,8 +107,9 @@ class Recorder:
         self.bins = bins
         self.hparams = dict(hparams or {})
         self.framework = framework
-        self.pairs = consecutive_pairs(self.layers)
-        self._needs_cols = set(self.pairs.values())
+        self.flow = flow if flow is not None else order_flow(self.layers)
+        self.context = {layer.name: layer for layer in context}
+        self.fold_norm_scale = bool(fold_norm_scale)
         self._sketch_at = [sketch_indices(layer.shape) for layer in self.layers]
         self._reduce = reduce or reduce_jobs
         self._metric_names: list[str] = []
@@ -137,12 +147,14 @@ class Recorder:
         return self.writer is not None
 
     def log(self, step: int, tensors: Sequence[LayerTensors] | None = None,
-            metrics: Mapping[str, Any] | None = None) -> Snapshot | None:
+            metrics: Mapping[str, Any] | None = None,
+            context: Mapping[str, LayerTensors] | None = None) -> Snapshot | None:
         """Write the user's ``metrics`` and, when ``tensors`` are given, the weights' statistics.
 
         Args:
             step: the x axis in TensorBoard (epoch or global step).
             tensors: one per layer, aligned with ``self.layers``.
+            context: the current tensors of the ``context`` layers, by name.
         Everything is flushed to disk before returning. A compute-only recorder
         (``log_dir`` None) computes the statistics and writes nothing.
         """
@@ -152,7 +164,7 @@ class Recorder:
         values = clean_metrics(metrics or {})
         snapshot = None
         if tensors is not None:
-            snapshot = self.compute(int(step), tensors)
+            snapshot = self.compute(int(step), tensors, context=context)
             if self.writer is None:
                 return snapshot
             values = {**scalar_tags(snapshot), **values}
@@ -176,12 +188,12 @@ class Recorder:
                          snapshot.sketch)
         return snapshot
 
-    def compute(self, step: int, tensors: Sequence[LayerTensors | None], *,
-                on_device: bool | None = None) -> Snapshot:
+    def compute(self, step: int, tensors: Sequence[LayerTensors | None], *, on_device: bool | None = None,
+                context: Mapping[str, LayerTensors] | None = None) -> Snapshot:
         """Reduce ``tensors`` and build the statistics, without writing anything.
 
         A None entry leaves its layer out of this snapshot (a layer that could not
-        be read); the layer feeding it then has no outgoing term this time.
+        be read); the layers it consumes then have no outgoing term from it this time.
         """
         if len(tensors) != len(self.layers):
             raise ValueError(f"expected {len(self.layers)} layer tensors, got {len(tensors)}")
@@ -192,18 +204,45 @@ class Recorder:
             KernelJob(
                 kernel=tensors[i].kernel,
                 nodes=self.layers[i].shape[0] if len(self.layers[i].shape) > 1 else 1,
-                input_units=self.layers[i].inputs if i in self._needs_cols else 0,
+                input_units=0,  # outgoing terms come from the consumers' kernels (_outgoing)
                 bias=tensors[i].bias,
                 sample=self._sketch_at[i],
             )
             for i in present
         ]
         raws = self._reduce(jobs, self.bins, on_device=on_device)
+        outgoing = self._outgoing(tensors, context or {})
         if len(present) == len(self.layers):
-            return summarize(step, self.layers, raws, self.pairs)
+            return summarize(step, self.layers, raws, outgoing)
         index = {i: k for k, i in enumerate(present)}
-        pairs = {index[a]: index[b] for a, b in self.pairs.items() if a in index and b in index}
-        return summarize(step, [self.layers[i] for i in present], raws, pairs)
+        return summarize(step, [self.layers[i] for i in present], raws,
+                         {index[i]: term for i, term in outgoing.items() if i in index})
+
+    def _outgoing(self, tensors: Sequence[LayerTensors | None],
+                  context: Mapping[str, LayerTensors]) -> dict[int, Any]:
+        """Each watched layer's outgoing term, from the current kernels of its consumers.
+
+        A layer one of whose consumers (or norms, when folded) has no tensors this
+        time (not readable, or not passed in ``context``) gets none.
+        """
+        infos = {**self.context, **{layer.name: layer for layer in self.layers}}
+        values = {**context, **{layer.name: t for layer, t in zip(self.layers, tensors) if t is not None}}
+        sums = {name: consumer_input_sums(infos[name], values[name], self.flow.geometry.get(name))
+                for name in {e.consumer for e in self.flow.edges} if name in values}
+        scales = {}
+        if self.fold_norm_scale:
+            scales = {n: host_vector(values[n].kernel) for e in self.flow.edges for n, _ in e.norms if n in values}
+        out = {}
+        for i, layer in enumerate(self.layers):
+            edges = self.flow.consumers(layer.name)
+            if not layer.has_nodes or tensors[i] is None or any(
+                    e.consumer not in sums or any(n not in scales for n, _ in e.norms) and self.fold_norm_scale
+                    for e in edges):
+                continue
+            term = outgoing_terms(self.flow, layer, sums, scales, self.fold_norm_scale)
+            if term is not None:
+                out[i] = term
+        return out
 
     def close(self, success: bool = True) -> None:
         """Mark the run finished in the HParams dashboard and close the file. Idempotent."""
