@@ -19,7 +19,7 @@ import pytest
 from torch import nn
 
 from tb_read import ROOT, load
-from weightwatch.analysis.load import load_runs
+from weightwatch.analysis import load_runs
 from weightwatch.events import BackgroundWriter, EventFileWriter
 from weightwatch.integrations.torch import WeightWatch
 
@@ -111,12 +111,14 @@ def test_a_full_disk_is_raised_as_itself_naming_the_file(tmp_path):
     ww.log(0)
     ww.recorder.flush()
     path = ww.recorder.writer.path
-    ww.recorder.writer._file = open("/dev/full", "wb")  # noqa: SIM115 - every write now fails with ENOSPC
+    ww.recorder.writer._file = open("/dev/full", "wb", buffering=0)  # noqa: SIM115 - every write fails: ENOSPC
     ww.log(1)  # handed to the writer thread, which fails
     with pytest.raises(OSError, match=f"could not write to the event file '{path}'.*No space left") as info:
-        ww.log(2)
+        ww.log(2)  # log 1's error; log 2 is queued all the same (the disk might have room again)
     assert info.value.errno == errno.ENOSPC and isinstance(info.value.__cause__, OSError)
-    ww.recorder.writer._file = open(path, "ab")  # noqa: SIM115 - the disk has room again
+    with pytest.raises(OSError, match="No space left"):
+        ww.recorder.flush()  # log 2 met the full disk too
+    ww.recorder.writer._file = open(path, "ab", buffering=0)  # noqa: SIM115 - the disk has room again
     ww.log(3)
     ww.close()
     assert [e.step for e in load(path).Scalars("weights/0/mean")] == [0, 3]

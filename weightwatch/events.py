@@ -75,16 +75,20 @@ class EventFileWriter:
 
     The file is created (and the ``file_version`` header written) at
     construction, so an unwritable directory fails here and not at the first
-    log call. Each :meth:`write` call is buffered; :meth:`flush` makes it
-    durable. Not thread safe by design: one writer per run, one writing thread.
+    log call. Each :meth:`write` call is buffered; :meth:`flush` hands the
+    records to the OS, and when that fails (a full disk) cuts the file back to
+    its last whole record before raising. Not thread safe by design: one writer per run, one writing thread.
     """
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
         self.log_dir = Path(log_dir)
+        self._pending: list[bytes] = []  # framed records not handed to the OS yet
+        self._committed = 0  # bytes of the file known to be whole records
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self.path = self.log_dir / event_file_name()
-            self._file = open(self.path, "xb")  # noqa: SIM115 - closed in close()
+            # unbuffered: flush() knows exactly which bytes reached the file
+            self._file = open(self.path, "xb", buffering=0)  # noqa: SIM115 - closed in close()
         except OSError as exc:  # keep the real error (no such directory, not a directory, disk full, ...)
             raise _same_error(exc, f"weightwatch cannot write event files to log_dir {str(self.log_dir)!r}: "
                                    f"{exc.strerror or exc}. Pass a log_dir you can write to.") from exc
@@ -104,7 +108,7 @@ class EventFileWriter:
         """Append ``events`` in one write call (buffered; see :meth:`flush`)."""
         if self._closed:
             raise RuntimeError(f"event file {str(self.path)!r} is already closed")
-        self._file.write(b"".join(frame_record(event.SerializeToString()) for event in events))
+        self._pending.extend(frame_record(event.SerializeToString()) for event in events)
 
     def write_summary(self, summary: summary_pb2.Summary, step: int, wall_time: float | None = None) -> None:
         """Write ``summary`` as one event at ``step``."""
@@ -117,9 +121,24 @@ class EventFileWriter:
         """Hand buffered records to the OS: a crash of the training process then
         loses nothing written. (No fsync per call: it costs milliseconds each
         time and only guards against the whole machine going down; close() does it.)"""
-        if self._closed:
+        if self._closed or not self._pending:
             return
-        self._file.flush()
+        data = memoryview(b"".join(self._pending))
+        self._pending.clear()
+        try:
+            while data:
+                data = data[self._file.write(data):]
+        except OSError:
+            # a full disk (or a vanished file system) may leave part of a record: cut the file
+            # back to its last whole record, so readers never meet a torn one; this flush's
+            # records are dropped and the next flush starts clean
+            try:
+                os.ftruncate(self._file.fileno(), self._committed)
+                os.lseek(self._file.fileno(), self._committed, os.SEEK_SET)
+            except OSError:  # not a regular file any more (or gone): the write's own error is the one to see
+                pass
+            raise
+        self._committed = self._file.tell()
 
     def sync(self) -> None:
         """Flush and fsync: durable even if the machine goes down."""
@@ -184,8 +203,17 @@ class BackgroundWriter:
         return self.writer.closed
 
     def submit(self, job: BatchJob) -> None:
-        """Queue one batch; returns once the previous batch is durable on disk."""
-        self.wait()
+        """Queue one batch; returns once the previous batch is in the OS.
+
+        When the previous batch failed, this one is still queued (the disk may
+        have room again) and the previous batch's error is raised.
+        """
+        try:
+            self.wait()
+        except BaseException:
+            if not self.writer.closed:
+                self._queue.put(job)
+            raise
         if self.writer.closed:
             raise RuntimeError(f"event file {str(self.writer.path)!r} is already closed")
         self._queue.put(job)
@@ -197,8 +225,8 @@ class BackgroundWriter:
             exc, self._error = self._error, None
             if isinstance(exc, OSError):
                 raise _same_error(exc, f"weightwatch could not write to the event file {str(self.writer.path)!r}: "
-                                       f"{exc.strerror or exc}. The log calls since the last one that "
-                                       "succeeded are lost; free the disk or pass another log_dir.") from exc
+                                       f"{exc.strerror or exc}. The log call before this one is lost; "
+                                       "free the disk or pass another log_dir.") from exc
             raise exc
 
     def close(self) -> None:

@@ -57,8 +57,9 @@ def reduce_jobs(jobs: Sequence[KernelJob], bins: int, *, on_device: bool | None 
     device_idx = [i for i, job in enumerate(jobs)
                   if _is_torch(job.kernel) and (on_device or (on_device is None and _on_accelerator(job.kernel)))]
     results: list[RawLayer | None] = [None] * len(jobs)
-    for i, raw in zip(device_idx, reduce_on_device([jobs[i] for i in device_idx], bins)):
-        results[i] = raw
+    if device_idx:  # reduce_on_device imports torch: never for host arrays alone
+        for i, raw in zip(device_idx, reduce_on_device([jobs[i] for i in device_idx], bins)):
+            results[i] = raw
     host = [i for i in range(len(jobs)) if results[i] is None]
     kernels = {i: to_numpy(jobs[i].kernel) for i in host}
     threads = layer_threads(sum(k.size for k in kernels.values()), len(host))
