@@ -52,7 +52,8 @@ demo: install
 	$(PY) examples/demo.py
 
 bench: install
-	$(PY) benchmarks/overhead.py
+	$(PIP) install -q -e ".[bench]"
+	WANDB_MODE=offline $(PY) benchmarks/overhead.py
 
 bench-keras: install backend-venvs
 	$(PY) benchmarks/keras_backends.py --pythons "$$($(BACKEND_PYTHONS))"

@@ -9,7 +9,7 @@ Imports no framework at module level: jax only when the backend is jax.
 
 from __future__ import annotations
 
-from ._callback import check_every
+from .options import check_every
 
 
 def update_frequency(update_freq: str | int, every_n_batches: int | None = None) -> int | None:

@@ -1,7 +1,8 @@
 """Per-layer reductions, dispatched by where the weights live.
 
-- numpy arrays, torch CPU tensors and jax CPU arrays go to the fused numba
-  kernels in :mod:`.cpu`, viewed without copying;
+- arrays in host memory (numpy, torch CPU tensors, jax CPU arrays, Keras
+  variables on those backends) go to the fused numba kernels in :mod:`.cpu`,
+  viewed without copying, spread over threads as :mod:`.threads` says;
 - torch tensors and jax arrays on an accelerator, and tensorflow tensors
   wherever they live, go to :mod:`.torch_device`, :mod:`.jax_device` and
   :mod:`.tf_device`: computed there with the framework's own ops, with one
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from .raw import KernelJob, RawLayer
+from .threads import layer_threads
 
 __all__ = ["KernelJob", "RawLayer", "framework_of", "reduce_jobs", "to_numpy"]
 
@@ -71,26 +74,46 @@ def reduce_jobs(jobs: Sequence[KernelJob], bins: int, *, on_device: bool | None 
             path for every torch / jax / tensorflow tensor, False the CPU kernels
             (tests use both to check the paths agree).
     """
-    from .cpu import reduce_kernel
-
     by_framework: dict[str, list[int]] = {}
     for i, job in enumerate(jobs):
         framework = framework_of(job.kernel)
         if framework and (on_device or (on_device is None and _framework_ops_by_default(job.kernel, framework))):
             by_framework.setdefault(framework, []).append(i)
     results: list[RawLayer | None] = [None] * len(jobs)
-    for framework, indices in by_framework.items():
+    for framework, indices in by_framework.items():  # a framework's module is imported for its tensors only
         device = importlib.import_module(_DEVICE_MODULES[framework], __name__)
         for i, raw in zip(indices, device.reduce_on_device([jobs[i] for i in indices], bins)):
             results[i] = raw
-    for i, job in enumerate(jobs):
-        if results[i] is not None:
-            continue
-        kernel = to_numpy(job.kernel)
-        raw = reduce_kernel(kernel, job.nodes, bins, job.input_units)
-        if job.sample is not None:
-            raw.sample = kernel.reshape(-1)[job.sample].astype(np.float32)
-        if job.bias is not None:
-            raw.bias = to_numpy(job.bias).astype(np.float64).reshape(-1)
-        results[i] = raw
+    host = [i for i in range(len(jobs)) if results[i] is None]
+    kernels = {i: to_numpy(jobs[i].kernel) for i in host}
+    threads = layer_threads(sum(k.size for k in kernels.values()), len(host))
+    if threads > 1:  # whole layers to a pool, the largest first
+        order = sorted(host, key=lambda i: -kernels[i].size)
+        pool = _layer_pool(threads)
+        for i, raw in zip(order, pool.map(lambda i: _reduce_host(jobs[i], kernels[i], bins, 1), order)):
+            results[i] = raw
+    else:
+        for i in host:
+            results[i] = _reduce_host(jobs[i], kernels[i], bins, None)
     return results  # type: ignore[return-value]
+
+
+def _reduce_host(job: KernelJob, kernel: np.ndarray, bins: int, threads: int | None) -> RawLayer:
+    from .cpu import reduce_kernel
+
+    raw = reduce_kernel(kernel, job.nodes, bins, job.input_units, threads=threads)
+    if job.sample is not None:
+        raw.sample = kernel.reshape(-1)[job.sample].astype(np.float32)
+    if job.bias is not None:
+        raw.bias = to_numpy(job.bias).astype(np.float64).reshape(-1)
+    return raw
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _layer_pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per thread count, kept for the process (threads sleep between log calls)."""
+    if threads not in _pools:
+        _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="weightwatch-reduce")
+    return _pools[threads]
