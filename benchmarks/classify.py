@@ -9,7 +9,7 @@ a training part (``fit`` sees it) and a held-out part (only ``classify`` sees it
   5 epochs, 10,000 images) that differs only by seed; labels: the better half
   vs the worse half (the training part's median final val_accuracy).
 
-For each, the reference is fitted on the training part (``fit_reference``, as
+For each, the reference is fitted on the training part (``fit``, as
 ``weightwatch fit`` does), saved and loaded back, and every held-out run is
 classified at every epoch (the early-prediction curve). Reported: held-out
 ROC AUC per epoch, balanced accuracy, Kendall tau and R^2 of the predicted
@@ -35,12 +35,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 import populations_fmnist as pf  # noqa: E402
 from _results import update_section  # noqa: E402
 
-from weightwatch.analysis.features import FEATURE_NAMES, run_features  # noqa: E402
-from weightwatch.analysis.load import final_metric, load_runs  # noqa: E402
-from weightwatch.analysis.model import (  # noqa: E402
-    _classifiers, _filled, _regressors, _usable, cross_validate, fit_reference, hparams_matrix, quality,
+from weightwatch.analysis import Reference, final_metric, fit, load_runs  # noqa: E402
+from weightwatch.analysis.classification.candidates import (  # noqa: E402
+    classifiers, cross_validate, filled, quality, regressors, usable,
 )
-from weightwatch.analysis.reference import Reference  # noqa: E402
+from weightwatch.analysis.classification.features import FEATURE_NAMES, run_features  # noqa: E402
+from weightwatch.analysis.classification.fit import hparams_matrix  # noqa: E402
 
 TITLE = "Classifying runs (benchmarks/classify.py)"
 PROBE = [f"{slot}/{stat}" for slot in ("first", "hidden", "output") for stat in ("w_mean", "w_std", "s_mean", "s_std")]
@@ -102,11 +102,11 @@ def held_out_curve(ref: Reference, runs, values, threshold: float) -> tuple[list
 
 def side_model(x_train, y_train, v_train, x_test, y_test, v_test, cv: int) -> dict:
     """Choose by CV on the training part (as fit does), refit, score the held-out part."""
-    used, fill = _usable(x_train)
-    xtr, xte = _filled(x_train, fill)[:, used], _filled(x_test, fill)[:, used]
+    used, fill = usable(x_train)
+    xtr, xte = filled(x_train, fill)[:, used], filled(x_test, fill)[:, used]
     chosen = cross_validate(xtr, y_train, v_train, cv)
-    clf = _classifiers(0)[chosen.classifier].fit(xtr, y_train)
-    reg = _regressors(0)[chosen.regressor].fit(xtr, v_train)
+    clf = classifiers(0)[chosen.classifier].fit(xtr, y_train)
+    reg = regressors(0)[chosen.regressor].fit(xtr, v_train)
     return {"cv": chosen.quality, "held_out": quality(y_test, clf.predict_proba(xte)[:, 1], v_test, reg.predict(xte)),
             "models": f"{chosen.classifier} / {chosen.regressor}"}
 
@@ -115,15 +115,15 @@ def evaluate(kind: str, train_dir: Path, test_dir: Path, root: Path, cv: int) ->
     runs, values = labelled(train_dir)
     test_runs, test_values = labelled(test_dir)
     t0 = time.perf_counter()
-    fit = fit_reference(runs, metric="val_accuracy", top=0.5 if kind == "seeds" else None, cv=cv,
-                        progress=lambda line: print(f"  {kind} fit {line}", flush=True))
+    fitted = fit(runs, metric="val_accuracy", top=0.5 if kind == "seeds" else None, cv=cv,
+                 progress=lambda line: print(f"  {kind} fit {line}", flush=True))
     fit_s = time.perf_counter() - t0
-    path = fit.reference.save(root / f"{kind}.ww")
+    path = fitted.reference.save(root / f"{kind}.ww")
     ref = Reference.load(path)
-    curve, classify_s = held_out_curve(ref, test_runs, test_values, fit.threshold)
-    y, y_test = values >= fit.threshold, test_values >= fit.threshold
+    curve, classify_s = held_out_curve(ref, test_runs, test_values, fitted.threshold)
+    y, y_test = values >= fitted.threshold, test_values >= fitted.threshold
     out = {"kind": kind, "train": len(runs), "test": len(test_runs), "optimal_train": int(y.sum()),
-           "optimal_test": int(y_test.sum()), "threshold": fit.threshold, "rule": fit.rule, "fit": fit,
+           "optimal_test": int(y_test.sum()), "threshold": fitted.threshold, "rule": fitted.rule, "fit": fitted,
            "curve": curve, "fit_s": fit_s, "classify_s": classify_s, "size": path.stat().st_size}
     # hyperparameters only, fitted on the training part and scored on the held-out part
     h, names = hparams_matrix(runs + test_runs)
@@ -186,7 +186,7 @@ def report(results: list[dict], command: str, gen_s: dict) -> str:
             lines.append(f"- the issue's probe (per-layer mean/std of weights and node strength) at epoch {step}: "
                          f"held-out AUC {fmt(p['held_out']['auc'])} (CV {fmt(p['cv']['auc'])}, {p['models']})")
         lines.append("")
-    lines += ["Features: weightwatch/analysis/features.py (per slot first/hidden/output/all: the Unterthiner "
+    lines += ["Features: weightwatch/analysis/classification/features.py (per slot first/hidden/output/all: the Unterthiner "
               "statistics of kernel and bias, node strength, histogram shape, each also as change since the "
               "previous epoch and since the start). Models chosen per epoch by 5-fold CV among logistic "
               "regression, gradient boosting and extra trees (ridge / boosting / extra trees for the accuracy), "

@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 SECTION = "Loading runs (benchmarks/load.py)"
+HANDOVER_TITLE = "### Handing the arrays back from the workers"
 
 
 def _layers(n: int, width: int):
@@ -87,7 +88,7 @@ def append_epoch(root: Path) -> None:
     """Append one epoch of scalars and histograms to every run's event file (as a resumed writer would)."""
     from tensorboard.compat.proto import event_pb2, summary_pb2
 
-    from weightwatch.analysis.load import find_runs
+    from weightwatch.analysis.loading.find import find_runs
     from weightwatch.events import frame_record
     from weightwatch.summaries import histogram_value, scalars_summary
 
@@ -116,7 +117,7 @@ def time_tbparse(root: Path, n: int, repeats: int) -> tuple[float, int]:
     """Seconds for tbparse to read ``n`` runs (scalars + histograms), copied to their own directory."""
     from tbparse import SummaryReader
 
-    from weightwatch.analysis.load import find_runs
+    from weightwatch.analysis.loading.find import find_runs
 
     sub = Path(tempfile.mkdtemp(prefix="ww-tbparse-"))
     try:
@@ -146,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
 
-    from weightwatch.analysis.cache import CACHE_DIR
-    from weightwatch.analysis.load import load_runs
+    from weightwatch.analysis import load_runs
+    from weightwatch.analysis.loading.cache import CACHE_DIR
 
     root = args.dir or Path(tempfile.gettempdir()) / f"weightwatch-bench-{args.runs}x{args.epochs}x{args.layers}"
     stamp = root / "population.json"
@@ -230,7 +231,10 @@ about {tb_total:.0f} s (extrapolated linearly, not measured): the uncached loade
     if not args.no_write:
         from _results import update_section
 
-        update_section(SECTION, body)
+        from _results import RESULTS
+
+        kept = RESULTS.read_text().partition(HANDOVER_TITLE)  # the handover figures stay (see RESULTS.md)
+        update_section(SECTION, body + ("\n" + HANDOVER_TITLE + kept[2].split("\n## ")[0] if kept[1] else ""))
         print("written to benchmarks/RESULTS.md", file=sys.stderr)
     return 0
 

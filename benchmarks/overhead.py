@@ -1,20 +1,24 @@
 """Per-log overhead of weightwatch against what users write today and against the floor.
 
-For each torchvision model (random weights) it measures, in one process and
+For each model (torchvision resnet18, resnet50, vit_b_16 and the seed paper's
+784-h-h-10 DNN, random weights, no downloads) it measures, in one process and
 side by side, the wall time of one log call:
 
-- ``weightwatch``: ``WeightWatch.log(step)`` (statistics, node strength, exact
-  histograms, written and fsync'ed to the event file);
-- ``(a) SummaryWriter``: what users write today, per parameter
-  ``add_histogram`` + ``add_scalar(mean)`` + ``add_scalar(std)``, then ``flush``;
-- ``(b) floor``: one read pass over all parameters (``p.sum()`` each).
+- ``weightwatch``: ``WeightWatch.log(step)`` then the background writer drained
+  (statistics, node strength, exact histograms, written and fsync'ed);
+- ``floor``: one read pass over all parameters (``p.sum()`` each);
+- ``SummaryWriter``: torch's, per parameter ``add_histogram`` +
+  ``add_scalar(mean)`` + ``add_scalar(std)``, then ``flush``;
+- ``tensorboardX``: the same loop with tensorboardX's SummaryWriter;
+- ``wandb``: offline mode, one ``wandb.Histogram`` per parameter in one
+  ``wandb.log`` (when wandb is installed);
 
-and the peak extra resident memory during the calls (RSS sampled every
-millisecond by a thread, minus the RSS before). Medians of ``--repeats``
-calls, each method interleaved with the others so machine noise hits all
-alike. Results go to benchmarks/RESULTS.md.
+Medians of ``--repeats`` calls, the methods interleaved so machine noise hits
+all alike. Then a scaling table: weightwatch and the floor against parameter
+count (``--sizes``, equal linear layers) and against layer count at a fixed
+total. Results go to benchmarks/RESULTS.md.
 
-    python benchmarks/overhead.py [--models resnet18 resnet50 vit_b_16] [--repeats 7]
+    python benchmarks/overhead.py [--models resnet18 resnet50 vit_b_16 dnn] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -71,10 +75,27 @@ class PeakRSS:
         return self.peak - self.start
 
 
-def summary_writer_log(model: torch.nn.Module, log_dir: Path) -> Callable[[int], None]:
-    from torch.utils.tensorboard import SummaryWriter
+def make_model(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if name == "dnn":  # the seed paper's fully connected net on 28x28 images
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 100), torch.nn.ReLU(),
+                                   torch.nn.Linear(100, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
+    return getattr(torchvision.models, name)(weights=None).eval()
 
-    writer = SummaryWriter(str(log_dir))
+
+def weightwatch_log(model: torch.nn.Module, log_dir: Path) -> tuple[Callable[[int], None], Callable[[], None]]:
+    ww = WeightWatch(model, log_dir)
+
+    def log(step: int) -> None:
+        ww.log(step)
+        ww.recorder.flush()  # log + drain: the write is part of the cost
+
+    return log, ww.close
+
+
+def tensorboard_loop(writer_cls: type, model: torch.nn.Module,
+                     log_dir: Path) -> tuple[Callable[[int], None], Callable[[], None]]:
+    writer = writer_cls(str(log_dir))
     params = list(model.named_parameters())
 
     def log(step: int) -> None:
@@ -84,105 +105,182 @@ def summary_writer_log(model: torch.nn.Module, log_dir: Path) -> Callable[[int],
             writer.add_scalar(f"{name}/std", p.std(), step)
         writer.flush()
 
-    return log
+    return log, writer.close
+
+
+def wandb_log(model: torch.nn.Module, log_dir: Path) -> tuple[Callable[[int], None], Callable[[], None]]:
+    import wandb
+
+    run = wandb.init(project="weightwatch-bench", dir=str(log_dir), mode="offline", reinit="create_new")
+    params = list(model.named_parameters())
+
+    def log(step: int) -> None:
+        run.log({f"parameters/{name}": wandb.Histogram(p.detach().float().cpu().numpy()) for name, p in params},
+                step=step)
+
+    return log, run.finish
 
 
 def floor_log(model: torch.nn.Module) -> Callable[[int], None]:
     params = [p.detach() for p in model.parameters()]
+    cuda = params[0].is_cuda
 
     def log(step: int) -> None:
         for p in params:
             p.sum()
+        if cuda:
+            torch.cuda.synchronize()
 
     return log
 
 
-def measure(model_name: str, repeats: int, tmp: Path) -> dict[str, dict[str, float]]:
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, model_name)(weights=None).eval()
-    n_params = sum(p.numel() for p in model.parameters())
-    ww = WeightWatch(model, tmp / f"{model_name}-ww")
-    t0 = time.perf_counter()
-    ww.log(0)  # first call: loads (and, the very first time, compiles) the kernels
-    first_call = time.perf_counter() - t0
-    methods = {
-        "weightwatch": lambda step: ww.log(step),
-        "(a) SummaryWriter": summary_writer_log(model, tmp / f"{model_name}-sw"),
-        "(b) floor": floor_log(model),
-    }
+def peers() -> dict[str, Callable]:
+    from torch.utils.tensorboard import SummaryWriter
+
+    out = {"SummaryWriter": lambda m, d: tensorboard_loop(SummaryWriter, m, d)}
+    try:
+        import tensorboardX
+        out["tensorboardX"] = lambda m, d: tensorboard_loop(tensorboardX.SummaryWriter, m, d)
+    except ImportError:
+        print("tensorboardX is not installed: its column is left out", file=sys.stderr)
+    try:
+        import wandb  # noqa: F401
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_SILENT", "true")
+        out["wandb"] = wandb_log
+    except ImportError:
+        print("wandb is not installed: its column is left out", file=sys.stderr)
+    return out
+
+
+def median_times(methods: dict[str, Callable[[int], None]], repeats: int) -> dict[str, float]:
     times: dict[str, list[float]] = {k: [] for k in methods}
-    memory: dict[str, int] = {}
-    with torch.no_grad():
-        for step in range(1, repeats + 1):
-            for name, log in methods.items():
-                t0 = time.perf_counter()
-                log(step)
-                times[name].append(time.perf_counter() - t0)
-        # weightwatch and the floor once more, each back to back: interleaved with the
-        # others every method runs colder (caches, sleeping thread pools)
-        alone: dict[str, list[float]] = {"weightwatch": [], "(b) floor": []}
-        for name, series in alone.items():
-            for step in range(repeats):
-                t0 = time.perf_counter()
-                methods[name](repeats + 2 + step)
-                series.append(time.perf_counter() - t0)
-        # memory separately: the sampling thread would disturb the timings
+    for step in range(1, repeats + 1):
         for name, log in methods.items():
+            t0 = time.perf_counter()
+            log(step)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def measure(model_name: str, repeats: int, tmp: Path, device: str = "cpu",
+            dtype: torch.dtype = torch.float32) -> tuple[int, int, dict[str, float], dict[str, int]]:
+    model = make_model(model_name).to(device=device, dtype=dtype)
+    n_params = sum(p.numel() for p in model.parameters())
+    ww, close_ww = weightwatch_log(model, tmp / f"{model_name}-ww")
+    ww(0)  # first call: loads (and, the very first time, compiles) the kernels
+    methods = {"weightwatch": ww, "floor": floor_log(model)}
+    closers = [close_ww]
+    for name, make in peers().items():
+        methods[name], close = make(model, tmp / f"{model_name}-{name}")
+        closers.append(close)
+    memory = {}
+    with torch.no_grad():
+        times = median_times(methods, repeats)
+        for name, log in methods.items():  # memory separately: the sampling thread disturbs timings
             with PeakRSS() as mem:
                 log(repeats + 1)
             memory[name] = mem.extra
-    ww.close()
-    out = {name: {"median_s": statistics.median(ts), "peak_extra_mb": memory[name] / 2**20}
-           for name, ts in times.items()}
-    out["_"] = {"params_m": n_params / 1e6, "first_call_s": first_call, "layers": len(ww.layers),
-                "ww_alone_s": statistics.median(alone["weightwatch"]),
-                "floor_alone_s": statistics.median(alone["(b) floor"])}
-    return out
+    for close in closers:
+        close()
+    layers = sum(1 for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+    return n_params, layers, times, memory
+
+
+def scaling_rows(sizes: list[int], layer_counts: list[int], fixed_total: int, repeats: int, tmp: Path,
+                 device: str = "cpu", dtype: torch.dtype = torch.float32) -> list[str]:
+    """weightwatch (log + drain) and the floor on stacks of equal linear layers."""
+    rows = []
+    cases = [(n, 10) for n in sizes] + [(fixed_total, k) for k in layer_counts]
+    for total, layers in cases:
+        width = max(2, int(round((total / layers) ** 0.5)))
+        try:
+            model = torch.nn.Sequential(*[torch.nn.Linear(width, width, bias=False, device=device, dtype=dtype)
+                                          for _ in range(layers)])
+        except RuntimeError as exc:  # out of memory
+            rows.append(f"| {total / 1e6:,.0f} M | {layers} | not measured: {exc} | | |")
+            continue
+        with torch.no_grad():
+            for layer in model:
+                layer.weight.normal_()
+        n = sum(p.numel() for p in model.parameters())
+        ww, close = weightwatch_log(model, tmp / f"scale-{total}-{layers}")
+        ww(0)
+        times = median_times({"weightwatch": ww, "floor": floor_log(model)}, repeats)
+        close()
+        row = (f"| {n / 1e6:,.1f} M | {layers} | {times['weightwatch'] * 1e3:,.1f} ms "
+               f"| {times['floor'] * 1e3:,.1f} ms | {times['weightwatch'] / times['floor']:.1f}x "
+               f"| {times['weightwatch'] / n * 1e9:.2f} ns |")
+        print(row, flush=True)
+        rows.append(row)
+        del model
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "vit_b_16"])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "vit_b_16", "dnn"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sizes", type=float, nargs="*", default=[1e6, 1e7, 1e8, 1e9],
+                        help="parameter counts of the scaling table (10 equal layers)")
+    parser.add_argument("--layer-counts", type=int, nargs="*", default=[10, 100, 1000])
+    parser.add_argument("--fixed-total", type=float, default=1e7, help="total parameters across --layer-counts")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (weights and every method on it)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--section", default="Logging overhead (benchmarks/overhead.py)",
+                        help="the RESULTS.md section to write")
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
     args = parser.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
 
+    torch.set_grad_enabled(False)
     rows = []
+    columns: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            r = measure(name, args.repeats, Path(tmp))
-            ww, sw, fl = r["weightwatch"], r["(a) SummaryWriter"], r["(b) floor"]
-            row = (
-                f"| {name} | {r['_']['params_m']:.1f} M | {r['_']['layers']} | {ww['median_s'] * 1e3:.0f} ms "
-                f"| {sw['median_s'] * 1e3:.0f} ms | {fl['median_s'] * 1e3:.1f} ms "
-                f"| **{sw['median_s'] / ww['median_s']:.1f}x** | **{ww['median_s'] / fl['median_s']:.1f}x** "
-                f"| {r['_']['ww_alone_s'] * 1e3:.0f} / {r['_']['floor_alone_s'] * 1e3:.1f} ms: "
-                f"**{r['_']['ww_alone_s'] / r['_']['floor_alone_s']:.1f}x** "
-                f"| {ww['peak_extra_mb']:.0f} / {sw['peak_extra_mb']:.0f} MB | {r['_']['first_call_s']:.2f} s |"
-            )
+            n_params, layers, times, memory = measure(name, args.repeats, Path(tmp), args.device, dtype)
+            peer_names = [k for k in times if k not in ("weightwatch", "floor")]
+            columns = peer_names
+            ww, fl = times["weightwatch"], times["floor"]
+            row = (f"| {name} | {n_params / 1e6:.2f} M | {layers} | **{ww * 1e3:.1f} ms** | {fl * 1e3:.2f} ms "
+                   f"| **{ww / fl:.1f}x** | "
+                   + " | ".join(f"{times[k] * 1e3:.0f} ms ({times[k] / ww:.1f}x)" for k in peer_names)
+                   + f" | {memory['weightwatch'] / 2**20:.0f} MB |")
             print(row, flush=True)
             rows.append(row)
+        scaling = scaling_rows([int(n) for n in args.sizes], args.layer_counts, int(args.fixed_total),
+                               max(3, args.repeats // 2), Path(tmp), args.device, dtype)
     body = "\n".join([
-        f"Command: `python benchmarks/overhead.py --repeats {args.repeats}` on this machine "
-        f"({os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads), "
-        "CPU, random weights. Wall time per log call, median of the repeats, the three methods "
-        "interleaved in one process. Peak extra memory: resident memory above the level before the "
-        "call, sampled every millisecond in a separate call (weightwatch / SummaryWriter). Load average "
-        f"while measuring: {os.getloadavg()[0]:.1f} (other work on the machine slows every column).",
+        f"Command: `python benchmarks/overhead.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+        f"on this machine ({os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads), {args.device}, {args.dtype}, "
+        "random weights. Wall time per log call, median of the repeats, every method interleaved in one "
+        "process. weightwatch is log + drain (the background writer's write and fsync included). "
+        "In brackets: how many times weightwatch's time a peer takes. Peak extra memory: resident memory "
+        "above the level before one weightwatch call. The machine is shared with other jobs (1-minute "
+        f"load average {os.getloadavg()[0]:.1f} at the end): every column is slowed, the ratios are "
+        "measured side by side.",
         "",
-        "| model | params | watched layers | weightwatch | (a) SummaryWriter | (b) floor | (a) / weightwatch "
-        "| weightwatch / (b) | back to back: weightwatch / (b) | peak extra memory | first call |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | params | linear / conv layers | weightwatch | floor (one read) | weightwatch / floor | "
+        + " | ".join(columns) + " | weightwatch peak extra memory |",
+        "|---|---|---|---|---|---|" + "---|" * len(columns) + "---|",
         *rows,
         "",
-        "Targets (issue 2, vit_b_16): (a) / weightwatch >= 5x with exact histogram counts, "
-        "weightwatch / (b) <= 10x. weightwatch and the floor are measured twice: interleaved with the "
-        "other methods, and each back to back (repeated calls of one method, warmer caches); the two "
-        "ratios bracket what a training loop sees. 'first call' includes loading the compiled kernels from numba's "
-        "on-disk cache (several seconds more the very first time on a machine, when they compile).",
+        "Keras' TensorBoard callback (histogram_freq=1) is not measured: it needs TensorFlow, which is not "
+        "installed here (Keras runs on the torch backend). wandb.watch(log=\"parameters\") is not measured "
+        "either: it logs from hooks inside the forward/backward pass, so its cost is not one call to time.",
+        "",
+        "### Scaling (same command)",
+        "",
+        "Stacks of equal square linear layers, random normal weights: against the parameter count (10 layers) "
+        f"and against the layer count at {args.fixed_total / 1e6:.0f} M parameters in all.",
+        "",
+        "| params | layers | weightwatch | floor | ratio | weightwatch per parameter |",
+        "|---|---|---|---|---|---|",
+        *scaling,
     ])
     if not args.no_write:
-        update_section("Logging overhead (benchmarks/overhead.py)", body)
+        update_section(args.section, body)
     return 0
 
 

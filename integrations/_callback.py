@@ -1,52 +1,34 @@
-"""What the training-loop callbacks (Keras, Lightning, Hugging Face) share.
+"""What the integrations (PyTorch loop, Keras, Lightning, Hugging Face) share.
 
 Imports no framework: each callback finds its layers in its own way, then
-drives one :class:`Run` with the epoch (or step) and the metrics its framework
-reports.
+drives one :class:`WatchSession` with the epoch (or step) and the metrics its
+framework reports. The options they take are :mod:`.options`.
 """
 
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from weightwatch.distributed import ShardPiece
+from weightwatch.flow import Flow
 from weightwatch.layers import LayerInfo, LayerTensors
-from weightwatch.recorder import Recorder
+from weightwatch.recorder import Recorder, clean_metrics
 
-Schedule = Callable[[int], bool]
+from ._guard import Guard, WeightWatchWarning
+
+from .options import WatchOptions
+
+__all__ = ["Source", "WatchSession", "WatchingCallback", "is_scalar", "scalar_metrics"]
 
 
 class Source(Protocol):
     """Where one watched layer's current values are read from."""
 
     def tensors(self) -> LayerTensors: ...
-
-
-def as_schedule(schedule: Schedule | int | None) -> Schedule:
-    """``schedule(epoch) -> bool`` from a callable, an int N (epochs 0, N, 2N, ...) or None (every epoch).
-
-    >>> [e for e in range(7) if as_schedule(3)(e)]
-    [0, 3, 6]
-    """
-    if schedule is None:
-        return lambda epoch: True
-    if isinstance(schedule, bool) or not (isinstance(schedule, int) or callable(schedule)):
-        raise TypeError(f"schedule must be a callable epoch -> bool, an int or None, got {schedule!r}")
-    if callable(schedule):
-        return schedule
-    n = check_every(schedule, "schedule")
-    return lambda epoch: epoch % n == 0
-
-
-def check_every(n: int | None, name: str) -> int | None:
-    """``n`` itself when it is None or a positive int; otherwise a ValueError naming the option."""
-    if n is None:
-        return None
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{name} must be a positive integer or None, got {n!r}")
-    return n
 
 
 def is_scalar(value: Any) -> bool:
@@ -75,44 +57,203 @@ def scalar_metrics(values: Mapping[str, Any] | None, drop: Collection[str] = ())
     return {str(k): float(v) for k, v in (values or {}).items() if k not in drop and is_scalar(v)}
 
 
-class Run:
-    """One weightwatch run driven by a callback: the layers found once, and a :class:`Recorder`.
+class WatchSession:
+    """One weightwatch run while it is being written, driven by a callback: the layers found
+    once, a :class:`Recorder`, and the live scorer when the options give a reference.
+
+    (The analysis reads finished runs back as ``weightwatch.analysis`` run objects; this is the
+    writing side.) After construction no error reaches the caller unless
+    ``options.strict``: each becomes one :class:`~._guard.WeightWatchWarning`
+    naming the layer or file and what to do, and that layer or that log is skipped.
 
     Args:
         log_dir: the run directory.
         found: ``(LayerInfo, source)`` per watched layer; ``source.tensors()``
             returns the layer's current kernel in the core's layout.
+        options: the watcher options (``hparams``, ``bins``, ``reference``, ``stop``, ``strict``).
         framework: recorded in ``weightwatch.json``.
+        hparams: the hyperparameters to record when they are not ``options.hparams``
+            (a framework's own record of them).
+        writes: whether this process writes the run (False on all ranks but one).
+        reduce: the recorder's reductions (:mod:`weightwatch.distributed` under FSDP);
+            given, every process computes and one writes; without it, a process that
+            does not write does nothing at all.
+        flow: the model's data flow (see :mod:`weightwatch.flow`), None for registration order.
+        context: every layer found before include / exclude, for the consumers
+            and norms the flow reads that are not watched.
     """
 
-    def __init__(self, log_dir: str | Path, found: Sequence[tuple[LayerInfo, Source]], *,
-                 hparams: Mapping[str, Any] | None, bins: int, framework: str, reference: Any = None,
-                 stop: Any = None) -> None:
+    def __init__(self, log_dir: str | Path, found: Sequence[tuple[LayerInfo, Source]], options: WatchOptions, *,
+                 framework: str, hparams: Mapping[str, Any] | None = None, writes: bool = True,
+                 reduce: Any = None, flow: Flow | None = None,
+                 context: Sequence[tuple[LayerInfo, Source]] = ()) -> None:
         self.layers = [info for info, _ in found]
         self._sources = [source for _, source in found]
-        self.recorder = Recorder(log_dir, self.layers, hparams=hparams, bins=bins, framework=framework)
-        self.log_dir = self.recorder.log_dir
+        watched = {info.name for info in self.layers}
+        self._context = {info.name: (info, source) for info, source in context if info.name not in watched}
+        self.guard = Guard(options.strict)
+        self.collective = reduce is not None
+        self.recorder: Recorder | None = None
+        self.log_dir: Path | None = None
         self.scorer = None
-        if reference is not None:  # the live verdict, see weightwatch.analysis.live
-            from weightwatch.analysis.live import LiveScorer
-
-            self.scorer = LiveScorer.for_recorder(reference, self.recorder, stop)
         #: the step of the latest weight record, so one step is never recorded twice
         self.weights_step: int | None = None
+        self._skipped: set[int] = set()  # layers that failed in a way that will not heal
+        self.halted = False  # a sharded run whose ranks fell out of step logs no more
+        if not writes and not self.collective:
+            return
+        hparams = options.hparams if hparams is None else hparams
+        self.recorder = Recorder(log_dir if writes else None, self.layers, hparams=hparams, bins=options.bins,
+                                 framework=framework, reduce=reduce, flow=flow,
+                                 context=[info for info, _ in self._context.values()],
+                                 fold_norm_scale=options.fold_norm_scale)
+        self.log_dir = self.recorder.log_dir
+        if options.loaded_reference is not None and writes:  # the live verdict (weightwatch.analysis.LiveScorer)
+            from weightwatch.analysis import LiveScorer
 
-    def tensors(self) -> list[LayerTensors]:
-        return [source.tensors() for source in self._sources]
+            self.scorer = LiveScorer.for_recorder(options.loaded_reference, self.recorder, options.stop_rule)
 
-    def log(self, step: int, metrics: Mapping[str, float] | None = None, weights: bool = True) -> None:
+    @property
+    def writes(self) -> bool:
+        return self.recorder is not None and self.recorder.writes
+
+    @property
+    def closed(self) -> bool:
+        return self.recorder is None or self.recorder.closed
+
+    def tensors(self) -> list[LayerTensors | None]:
+        """Each layer's current tensors; None for one that cannot be read now (warned once)."""
+        out: list[LayerTensors | None] = []
+        for i, (info, source) in enumerate(zip(self.layers, self._sources)):
+            if i in self._skipped:
+                out.append(None)
+                continue
+            try:
+                t = source.tensors()
+                problem = _shape_problem(info, t)
+            except Exception as exc:  # noqa: BLE001 - any framework error: this layer is skipped
+                self.guard.failed(("read", info.name), exc, f"layer {info.name!r} cannot be read",
+                                  "It is left out of the records until it can be read again.")
+                out.append(None)
+                continue
+            if problem:
+                self.guard.warn(("shape", info.name), f"layer {info.name!r} {problem}; it is left out of the "
+                                "records. Create the callback again after changing the model.")
+                t = None
+            out.append(t)
+        return out
+
+    def user_metrics(self, metrics: Mapping[str, Any] | None) -> dict[str, float]:
+        """The metrics that are numbers with names of their own; each other one is warned about once."""
+        out: dict[str, float] = {}
+        for name, value in (metrics or {}).items():
+            try:
+                if isinstance(name, str) and name.startswith("weightwatch/"):
+                    raise ValueError(f"metric {name!r} is named like a weightwatch tag (weightwatch/ is "
+                                     "weightwatch's own); rename it")
+                if hasattr(value, "numel") and value.numel() == 1:
+                    value = value.reshape(())  # a one-element tensor is one number
+                out.update(clean_metrics({name: value}))
+            except (TypeError, ValueError, RuntimeError) as exc:
+                self.guard.failed(("metric", str(name)), exc, f"metric {name!r} is not logged",
+                                  "Pass numbers (floats, 0-d tensors, numpy scalars) under names of your own.")
+        return out
+
+    def log(self, step: int, metrics: Mapping[str, Any] | None = None, weights: bool = True) -> None:
         """Write ``metrics`` at ``step``, and the weights unless they were already recorded at this step."""
+        if self.halted:
+            return
+        if self.closed:
+            if self.recorder is not None:  # logging after close(): say so once, or raise when strict
+                self.guard.warn("closed", f"the run in {str(self.log_dir)!r} is closed; nothing more is logged. "
+                                "Create a new callback to keep logging.")
+            return
         weights = weights and self.weights_step != step
+        metrics = self.user_metrics(metrics) if self.writes else {}
         if not weights and not metrics:
             return
-        snapshot = self.recorder.log(step, self.tensors() if weights else None, metrics)
+        if self.writes and not self._directory_usable():
+            return
+        tensors = self.tensors() if weights else None
+        context = self._context_tensors() if weights else None
+        if tensors is not None and all(t is None for t in tensors):  # each was warned about
+            tensors, weights = None, False
+            if not metrics:
+                return
+        try:
+            snapshot = self.recorder.log(step, tensors, metrics, context=context)
+        except Exception as exc:  # noqa: BLE001 - never into the training loop
+            if tensors is None or self.collective or isinstance(exc, OSError) or not self._skip_failing(tensors, context):
+                self._failed(step, exc)
+                return
+            return self.log(step, metrics, weights)  # again, without the layers that failed
         if weights:
             self.weights_step = step
-        if self.scorer is not None:
-            self.scorer.log(self.recorder, snapshot)
+        if self.scorer is not None and snapshot is not None:
+            try:
+                self.scorer.log(self.recorder, snapshot)
+            except Exception as exc:  # noqa: BLE001
+                self.guard.failed("scorer", exc, "the reference cannot score this run (made for another "
+                                  "architecture?)", "Live scores are off for this run; training goes on.")
+                self.scorer = None
+
+    def _context_tensors(self) -> dict[str, LayerTensors]:
+        """The current tensors of the unwatched layers the flow reads (consumers, norms)."""
+        needed = self.recorder.flow.needed()
+        out = {}
+        for name, (_, source) in self._context.items():
+            if name in needed:
+                try:
+                    out[name] = source.tensors()
+                except Exception as exc:  # noqa: BLE001 - its producers get no outgoing term this time
+                    self.guard.failed(("read", name), exc, f"layer {name!r} (read for the data flow) cannot be "
+                                      "read", "The layers feeding it get no outgoing term until it can.")
+        return out
+
+    def _skip_failing(self, tensors: list[LayerTensors | None], context: dict[str, LayerTensors] | None) -> bool:
+        """Find the layers whose reduction fails on their own, skip them from now on (one warning
+        each); whether any was found."""
+        found = False
+        for i, t in enumerate(tensors):
+            if t is None:
+                continue
+            try:
+                self.recorder.compute(0, [t if j == i else None for j in range(len(tensors))], context=context)
+            except Exception as exc:  # noqa: BLE001
+                found = True
+                self._skipped.add(i)
+                self.guard.failed(("reduce", self.layers[i].name), exc, f"layer {self.layers[i].name!r} cannot "
+                                  "be reduced", "It is left out of the records from now on.")
+        return found
+
+    def _directory_usable(self) -> bool:
+        """False (warned once) while the run directory is gone and cannot be made again; made again
+        (a new event file, the run's info rewritten) as soon as it can."""
+        if self.recorder.writer.path.exists():
+            return True
+        self.guard.warn(("deleted", str(self.log_dir)), f"the run directory {str(self.log_dir)!r} was deleted "
+                        "while training; weightwatch makes it again and goes on in a new event file (what was "
+                        "logged before went with the directory).")
+        try:
+            self.recorder.reopen()
+        except OSError as exc:
+            self.guard.failed(("reopen", str(self.log_dir)), exc, f"cannot make {str(self.log_dir)!r} again",
+                              "Logging resumes when the directory can be written.")
+            return False
+        return True
+
+    def _failed(self, step: int, exc: Exception) -> None:
+        if self.collective and isinstance(exc, TimeoutError):  # the ranks are out of step for good
+            self.halted = True
+            self.guard.failed("collective", exc, "the ranks did not all log", "Training goes on unlogged.")
+        elif isinstance(exc, OSError):
+            where = exc.filename or self.log_dir
+            self.guard.failed(("os", type(exc).__name__, str(where)), exc, f"cannot write {str(where)!r}",
+                              "This log is skipped; logging resumes when the file system accepts writes "
+                              "(free space, permissions).")
+        else:
+            self.guard.failed(("log", type(exc).__name__), exc, f"the log of step {step} failed",
+                              "It is skipped and training goes on; please report this with the model's layers.")
 
     @property
     def should_stop(self) -> bool:
@@ -120,34 +261,41 @@ class Run:
         return self.scorer is not None and self.scorer.should_stop
 
     def close(self, success: bool = True) -> None:
-        self.recorder.close(success)
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.close(success)
+        except Exception as exc:  # noqa: BLE001
+            self.guard.failed("close", exc, f"the run in {str(self.log_dir)!r} was not closed cleanly",
+                              "Everything logged before is on disk.")
+
+
+def _shape_problem(info: LayerInfo, tensors: LayerTensors) -> str | None:
+    """Why ``tensors`` no longer fit ``info`` (parameters replaced or moved to the meta device), or None."""
+    kernel = tensors.kernel
+    device = getattr(kernel, "device", None)
+    if getattr(device, "type", None) == "meta":
+        return "has its parameters on the meta device (not materialised yet, e.g. before to_empty())"
+    shape = getattr(kernel, "shape", None)
+    if shape is not None and not isinstance(kernel, ShardPiece) and tuple(shape) != tuple(info.shape):
+        return f"now has shape {tuple(shape)}, not {tuple(info.shape)} as when the callback was made"
+    return None
 
 
 class WatchingCallback:
-    """The options and the run every framework's callback keeps; mixed into each one's class.
+    """The options and the session every framework's callback keeps; mixed into each one's class.
 
     ``log_dir`` None lets the callback pick its framework's TensorBoard directory;
-    ``hparams`` None lets it take the framework's own record of them.
+    ``options.hparams`` None lets it take the framework's own record of them.
     """
 
-    run: Run | None = None
+    run: WatchSession | None = None
 
-    def _store_options(self, log_dir: str | Path | None, hparams: Mapping[str, Any] | None,
-                       schedule: Schedule | int | None, include: Sequence[str] | None,
-                       exclude: Sequence[str] | None, roles: Mapping[str, str] | None, bins: int,
-                       reference: Any = None, stop: Any = None) -> None:
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
-            raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
-        if reference is not None:  # read (and checked) once, not at every run
-            from weightwatch.analysis.live import stop_rule
-            from weightwatch.analysis.reference import load_reference
-
-            reference, stop = load_reference(reference), stop_rule(stop)
-        self.reference, self.stop = reference, stop
+    def _store_options(self, log_dir: str | Path | None, options: WatchOptions | None,
+                       settings: Mapping[str, Any]) -> None:
+        """Keep ``log_dir`` and the validated options (``settings``: the keyword arguments given)."""
+        self.options = WatchOptions.build(options, settings, owner=type(self).__name__)
         self.log_dir = log_dir
-        self.hparams = dict(hparams) if hparams is not None else None
-        self.schedule = as_schedule(schedule)
-        self.include, self.exclude, self.roles, self.bins = include, exclude, roles, bins
         self.run = None
 
     @property
@@ -162,4 +310,16 @@ class WatchingCallback:
 
     def _needs_run(self) -> bool:
         """True when no run is open: none yet, or the last one was closed at the end of training."""
-        return self.run is None or self.run.recorder.closed
+        return self.run is None or self.run.closed
+
+    def _open(self, make: Callable[[], WatchSession]) -> None:
+        """``self.run = make()``, inside the training loop: a failure is one warning and no run
+        (raised when strict)."""
+        try:
+            self.run = make()
+        except Exception as exc:  # noqa: BLE001 - the framework's training must go on
+            if self.options.strict:
+                raise
+            self.run = None
+            warnings.warn(f"weightwatch: {type(self).__name__} could not start its run ({type(exc).__name__}: "
+                          f"{exc}); training goes on without it.", WeightWatchWarning, stacklevel=3)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,10 +36,14 @@ from weightwatch._optional import require
 torch = require("torch", "hf", "weightwatch.integrations.hf")
 transformers = require("transformers", "hf", "weightwatch.integrations.hf")
 
-from ._callback import Run, Schedule, WatchingCallback, check_every, scalar_metrics  # noqa: E402
-from .torch import discover_layers  # noqa: E402
+from weightwatch.layers import finish_discovery  # noqa: E402
 
-__all__ = ["HPARAM_ARGS", "WeightWatchCallback", "run_dir"]
+from ._callback import WatchingCallback, WatchSession, scalar_metrics  # noqa: E402
+from .options import WatchOptions, check_every  # noqa: E402
+from ._torch_trace import traced_run_options  # noqa: E402
+from .torch import find_layers  # noqa: E402
+
+__all__ = ["HPARAM_ARGS", "WatchOptions", "WeightWatchCallback", "run_dir"]
 
 #: TrainingArguments shown in the HParams dashboard when no hparams are given.
 HPARAM_ARGS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
@@ -77,25 +80,19 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
     Args:
         log_dir: the run directory; None (default) follows transformers'
             TensorBoard output (see the module doc).
-        hparams: for the HParams dashboard; None takes :data:`HPARAM_ARGS` from
-            the TrainingArguments.
-        schedule: which epochs record the weights: ``schedule(epoch) -> bool``
-            (epoch from 0), an int N (every N epochs) or None (every epoch).
         every_n_steps: also record the weights every N optimizer steps (set it
             to ``args.logging_steps`` to match the Trainer's logging).
-        include / exclude / roles / bins: as for ``WeightWatch``.
-        reference / stop: a reference fitted by ``weightwatch fit``: each weight
-            record also logs ``weightwatch/p_optimal`` and ``weightwatch/predicted_accuracy``;
-            with ``stop`` (a P(optimal) threshold, True, or a ``StopRule``) ``control.should_training_stop``
-            is set when the rule says so (see :mod:`weightwatch.analysis.live`).
+        options / ``**settings``: the watcher options, a
+            :class:`~weightwatch.integrations.options.WatchOptions` and/or its
+            fields as keywords. Here ``schedule`` is asked about each epoch (from
+            0); ``hparams`` None takes :data:`HPARAM_ARGS` from the
+            TrainingArguments; with ``stop``, ``control.should_training_stop`` is
+            set when the rule says so.
     """
 
-    def __init__(self, log_dir: str | Path | None = None, *, hparams: Mapping[str, Any] | None = None,
-                 schedule: Schedule | int | None = None, every_n_steps: int | None = None,
-                 include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                 roles: Mapping[str, str] | None = None, bins: int = 64, reference: Any = None,
-                 stop: Any = None) -> None:
-        self._store_options(log_dir, hparams, schedule, include, exclude, roles, bins, reference, stop)
+    def __init__(self, log_dir: str | Path | None = None, *, every_n_steps: int | None = None,
+                 options: WatchOptions | None = None, **settings: Any) -> None:
+        self._store_options(log_dir, options, settings)
         self.every_n_steps = check_every(every_n_steps, "every_n_steps")
         self._history_seen = 0  # entries of state.log_history already written
         self._written: dict[str, int] = {}  # metric -> the last step it was written at
@@ -103,15 +100,20 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not self._needs_run():
             return
+        self._open(lambda: self._session(args, model))
+        self._history_seen = len(state.log_history)
+
+    def _session(self, args: Any, model: Any) -> WatchSession:
         if model is None:
             raise ValueError("WeightWatchCallback: the Trainer passed no model to on_train_begin")
-        found = discover_layers(model, self.include, self.exclude, self.roles)
-        hparams = self.hparams
+        opts = self.options
+        everything = find_layers(model, opts.heads)
+        found = finish_discovery(everything, opts.include, opts.exclude, opts.roles)
+        flow = traced_run_options(model, everything, lambda: self.run)  # traced on the first forward pass
+        hparams = opts.hparams
         if hparams is None:
             hparams = {k: getattr(args, k) for k in HPARAM_ARGS if getattr(args, k, None) is not None}
-        self.run = Run(run_dir(args, self.log_dir), found, hparams=hparams, bins=self.bins, framework="hf",
-                       reference=self.reference, stop=self.stop)
-        self._history_seen = len(state.log_history)
+        return WatchSession(run_dir(args, self.log_dir), found, opts, framework="hf", hparams=hparams, **flow)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is not None and self.every_n_steps and state.global_step % self.every_n_steps == 0:
@@ -120,7 +122,7 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         epoch = max(round(state.epoch or 0) - 1, 0)  # state.epoch counts finished epochs here
-        if self.run is not None and self.schedule(epoch):
+        if self.run is not None and self.options.records(epoch):
             self._log_weights(state.global_step)
             control.should_training_stop |= self.should_stop
 

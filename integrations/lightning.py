@@ -24,7 +24,6 @@ Where and when:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,14 @@ from weightwatch._optional import require
 torch = require("torch", "lightning", "weightwatch.integrations.lightning")
 pl = require("lightning.pytorch", "lightning", "weightwatch.integrations.lightning")
 
-from ._callback import Run, Schedule, WatchingCallback, check_every, scalar_metrics  # noqa: E402
-from .torch import discover_layers  # noqa: E402
+from weightwatch.layers import finish_discovery  # noqa: E402
 
-__all__ = ["WeightWatchCallback", "logger_step"]
+from ._callback import WatchingCallback, WatchSession, scalar_metrics  # noqa: E402
+from .options import WatchOptions, check_every  # noqa: E402
+from ._torch_trace import traced_run_options  # noqa: E402
+from .torch import find_layers  # noqa: E402
+
+__all__ = ["WatchOptions", "WeightWatchCallback", "logger_step"]
 
 
 def logger_step(trainer: Any) -> int:
@@ -61,37 +64,38 @@ class WeightWatchCallback(WatchingCallback, pl.Callback):
     Args:
         log_dir: the run directory; None (default) uses the trainer's
             TensorBoardLogger directory (see the module doc).
-        hparams: for the HParams dashboard; None takes the module's ``hparams``
-            (what ``save_hyperparameters`` stored).
-        schedule: which epochs record the weights: ``schedule(epoch) -> bool``
-            (epoch from 0), an int N (every N epochs) or None (every epoch). The
-            metrics are written every epoch either way.
         every_n_steps: also record the weights after every N optimizer steps,
             at the same steps as ``Trainer(log_every_n_steps=N)`` logs.
-        include / exclude / roles / bins: as for ``WeightWatch``.
-        reference / stop: a reference fitted by ``weightwatch fit``: each weight
-            record also logs ``weightwatch/p_optimal`` and ``weightwatch/predicted_accuracy``;
-            with ``stop`` (a P(optimal) threshold, True, or a ``StopRule``) ``trainer.should_stop``
-            is set (decided on rank 0, for every rank) when the rule says so (see :mod:`weightwatch.analysis.live`).
+        options / ``**settings``: the watcher options, a
+            :class:`~weightwatch.integrations.options.WatchOptions` and/or its
+            fields as keywords. Here ``schedule`` is asked about each epoch (from
+            0); ``hparams`` None takes the module's ``hparams`` (what
+            ``save_hyperparameters`` stored); with ``stop``, ``trainer.should_stop``
+            is set (decided on rank 0, for every rank) when the rule says so.
     """
 
-    def __init__(self, log_dir: str | Path | None = None, *, hparams: Mapping[str, Any] | None = None,
-                 schedule: Schedule | int | None = None, every_n_steps: int | None = None,
-                 include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                 roles: Mapping[str, str] | None = None, bins: int = 64, reference: Any = None,
-                 stop: Any = None) -> None:
+    def __init__(self, log_dir: str | Path | None = None, *, every_n_steps: int | None = None,
+                 options: WatchOptions | None = None, **settings: Any) -> None:
         super().__init__()
-        self._store_options(log_dir, hparams, schedule, include, exclude, roles, bins, reference, stop)
+        self._store_options(log_dir, options, settings)
         self.every_n_steps = check_every(every_n_steps, "every_n_steps")
         self._last_global_step = -1
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit" or not trainer.is_global_zero or not self._needs_run():
             return
-        found = discover_layers(pl_module, self.include, self.exclude, self.roles)
-        hparams = self.hparams if self.hparams is not None else dict(getattr(pl_module, "hparams", {}) or {})
-        self.run = Run(run_dir(trainer, self.log_dir), found, hparams=hparams, bins=self.bins,
-                       framework="lightning", reference=self.reference, stop=self.stop)
+        self._open(lambda: self._session(trainer, pl_module))
+
+    def _session(self, trainer: Any, pl_module: Any) -> WatchSession:
+        opts = self.options
+        everything = find_layers(pl_module, opts.heads)
+        found = finish_discovery(everything, opts.include, opts.exclude, opts.roles)
+        hparams = opts.hparams if opts.hparams is not None else dict(getattr(pl_module, "hparams", {}) or {})
+        # the data flow, on Lightning's example_input_array or the module's first forward pass
+        example = getattr(pl_module, "example_input_array", None)
+        flow = traced_run_options(pl_module, everything, lambda: self.run, example)
+        return WatchSession(run_dir(trainer, self.log_dir), found, opts, framework="lightning", hparams=hparams,
+                            **flow)
 
     def _writing(self, trainer: Any) -> bool:
         return self.run is not None and trainer.is_global_zero and not trainer.sanity_checking
@@ -110,8 +114,8 @@ class WeightWatchCallback(WatchingCallback, pl.Callback):
             metrics = scalar_metrics(trainer.callback_metrics)
             metrics["epoch"] = float(trainer.current_epoch)
             with torch.no_grad():
-                self.run.log(logger_step(trainer), metrics, weights=bool(self.schedule(trainer.current_epoch)))
-        if self.stop is not None and not trainer.sanity_checking:
+                self.run.log(logger_step(trainer), metrics, weights=bool(self.options.records(trainer.current_epoch)))
+        if self.options.stop_rule is not None and not trainer.sanity_checking:
             # every rank takes part; only rank 0 has a verdict
             if trainer.strategy.reduce_boolean_decision(self.should_stop, all=False):
                 trainer.should_stop = True

@@ -3,7 +3,7 @@
 The objective trains with a reference (``WeightWatch(..., reference="ref.ww")``
 or any callback given one) and hands each verdict to the trial with
 :func:`report`; :class:`WeightWatchPruner` prunes the trial when
-P(optimal) stays below a threshold (:class:`~weightwatch.analysis.live.StopRule`)
+P(optimal) stays below a threshold (:class:`~weightwatch.analysis.StopRule`)
 and otherwise asks the pruner it wraps, if any.
 
 >>> import optuna                                                  # doctest: +SKIP
@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from weightwatch._optional import require
-from weightwatch.analysis.live import Score, StopRule
+from weightwatch.analysis import Score, StopRule
 
 optuna = require("optuna", "optuna", "weightwatch.integrations.optuna")
 

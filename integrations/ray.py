@@ -4,7 +4,7 @@ The trainable trains with a reference and reports the verdict with its
 metrics (``ww.score.as_metrics()`` gives ``weightwatch/p_optimal`` and
 ``weightwatch/predicted_accuracy``); :class:`WeightWatchStopper` stops a trial
 when P(optimal) stays below a threshold (the same
-:class:`~weightwatch.analysis.live.StopRule` as the other integrations).
+:class:`~weightwatch.analysis.StopRule` as the other integrations).
 
 >>> from ray import tune                                            # doctest: +SKIP
 >>> from weightwatch.integrations.ray import WeightWatchStopper
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from weightwatch._optional import require
-from weightwatch.analysis.live import P_OPTIMAL, StopRule
+from weightwatch.analysis import P_OPTIMAL, StopRule
 
 tune = require("ray.tune", "ray", "weightwatch.integrations.ray")
 

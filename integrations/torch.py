@@ -19,10 +19,18 @@ from weightwatch._optional import require
 torch = require("torch", "torch", "weightwatch.integrations.torch")
 nn = torch.nn
 
-from weightwatch.integrations._callback import Run, Schedule, as_schedule, check_every  # noqa: E402
+import fnmatch  # noqa: E402
+import warnings  # noqa: E402
+
+from weightwatch.flow import Flow  # noqa: E402
+from weightwatch.integrations._callback import WatchSession  # noqa: E402
+from weightwatch.integrations._torch_dist import (  # noqa: E402
+    clean_name, process, sharded_piece, sharded_reducer, unwrap)
+from weightwatch.integrations._torch_trace import FlowTracer  # noqa: E402
+from weightwatch.integrations.options import Schedule, WatchOptions, as_schedule, check_every  # noqa: E402
 from weightwatch.layers import LayerInfo, LayerTensors, finish_discovery  # noqa: E402
 
-__all__ = ["WeightWatch", "discover_layers", "every_n"]
+__all__ = ["WatchOptions", "WeightWatch", "discover_layers", "every_n", "find_layers"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm)
@@ -30,18 +38,52 @@ _NORM = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm
 
 @dataclass(frozen=True)
 class _Source:
-    """Where a layer's tensors live: parameters, with row slices into packed ones
-    (an attention module's q/k/v weights and biases are stored stacked)."""
+    """Where a layer's tensors live: attributes of a module, read at every log (so parameters
+    replaced after the callback was made, and parametrized weights, are read as they are now),
+    with row slices into packed ones (an attention module's q/k/v weights and biases are stored
+    stacked)."""
 
-    weight: Any
-    bias: Any | None = None
+    owner: nn.Module
+    weight: str
+    bias: str | None = None
     weight_rows: slice | None = None
     bias_rows: slice | None = None
 
+    def key(self) -> tuple[int, int | None]:
+        """Identifies the parameter behind the kernel, so a tied one is watched once."""
+        plist = getattr(getattr(self.owner, "parametrizations", None), self.weight, None)
+        attr = getattr(self.owner, self.weight, None)
+        held = plist if plist is not None else attr if isinstance(attr, nn.Parameter) else self.owner
+        return id(held), self.weight_rows.start if self.weight_rows is not None else None
+
+    def raw(self) -> tuple[Any, Any | None]:
+        """The kernel and bias tensors as the module computes them now (whole, not sliced)."""
+        w = _effective(self.owner, self.weight)
+        b = _effective(self.owner, self.bias) if self.bias is not None else None
+        return w, b
+
     def tensors(self) -> LayerTensors:
-        w = self.weight if self.weight_rows is None else self.weight[self.weight_rows]
-        b = self.bias if self.bias is None or self.bias_rows is None else self.bias[self.bias_rows]
+        w, b = self.raw()
+        w = w if self.weight_rows is None else w[self.weight_rows]
+        b = b if b is None or self.bias_rows is None else b[self.bias_rows]
         return LayerTensors(kernel=w.detach(), bias=b.detach() if b is not None else None)
+
+
+def _effective(module: nn.Module, name: str) -> Any:
+    """``module.<name>`` as the forward pass uses it: a parametrization (``parametrize``,
+    ``nn.utils.parametrizations.weight_norm``) computes it on access; the older
+    ``nn.utils.weight_norm`` / ``spectral_norm`` hooks only compute it before each forward, so
+    it is computed here from their parameters, to log the weight the next step will use."""
+    for hook in module._forward_pre_hooks.values():
+        if getattr(hook, "name", None) == name and hasattr(hook, "compute_weight"):
+            if "do_power_iteration" in hook.compute_weight.__code__.co_varnames:
+                return hook.compute_weight(module, do_power_iteration=False)
+            return hook.compute_weight(module)
+    return getattr(module, name)
+
+
+def _bias(module: nn.Module) -> str | None:
+    return "bias" if getattr(module, "bias", None) is not None else None
 
 
 def _is_attention(module: nn.Module) -> bool:
@@ -69,6 +111,45 @@ def _linear_role(name: str, blocks: set[str]) -> str:
     return "fc"
 
 
+#: last name components of the separate query / key / value projections (Hugging Face, BERT, ViT, ...)
+_QKV = {"query", "key", "value", "q_proj", "k_proj", "v_proj", "q", "k", "v", "to_q", "to_k", "to_v",
+        "q_lin", "k_lin", "v_lin", "wq", "wk", "wv"}
+_HEAD_ATTRS = ("num_attention_heads", "num_heads", "n_heads", "n_head", "num_head")
+
+
+def _attribute_heads(module: nn.Module, kv: bool) -> int | None:
+    """The head count an attention module (or its ``config``) declares; key/value heads for k and v."""
+    for holder in (module, getattr(module, "config", None)):
+        for attr in (("num_key_value_heads",) if kv else ()) + _HEAD_ATTRS:
+            value = getattr(holder, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def _linear_heads(name: str, modules: Mapping[str, nn.Module], heads: Mapping[str, int] | None) -> int:
+    """Heads of a Linear: the user's ``heads={"glob": n}`` first, then, for a q/k/v projection, the
+    nearest enclosing module's ``num_attention_heads`` / ``num_heads`` (or its config's); else 1."""
+    for pattern, n in (heads or {}).items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return n
+    last = name.split(".")[-1].lower()
+    if last not in _QKV:
+        return 1
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        found = _attribute_heads(modules.get(".".join(parts[:i]), nn.Module()), kv=last[0] in "kv")
+        if found:
+            return found
+    return 1
+
+
+def _check_heads(heads: Mapping[str, int] | None) -> None:
+    for pattern, n in (heads or {}).items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"heads: {pattern!r} -> {n!r} must be a positive integer number of heads")
+
+
 def _mha_sources(name: str, m: nn.MultiheadAttention) -> list[tuple[LayerInfo, _Source]]:
     e, heads = m.embed_dim, m.num_heads
     out = []
@@ -77,56 +158,61 @@ def _mha_sources(name: str, m: nn.MultiheadAttention) -> list[tuple[LayerInfo, _
         for i, proj in enumerate(("q_proj", "k_proj", "v_proj")):
             rows = slice(i * e, (i + 1) * e)
             out.append((LayerInfo(f"{name}.{proj}", "attention", "attn", (e, w.shape[1]), heads, b is not None),
-                        _Source(w, b, rows, rows)))
+                        _Source(m, "in_proj_weight", "in_proj_bias" if b is not None else None, rows, rows)))
     else:
         b = m.in_proj_bias
-        for i, (proj, w) in enumerate((("q_proj", m.q_proj_weight), ("k_proj", m.k_proj_weight),
-                                       ("v_proj", m.v_proj_weight))):
+        for i, proj in enumerate(("q_proj", "k_proj", "v_proj")):
             rows = slice(i * e, (i + 1) * e)
+            w = getattr(m, f"{proj}_weight")
             out.append((LayerInfo(f"{name}.{proj}", "attention", "attn", tuple(w.shape), heads, b is not None),
-                        _Source(w, b, None, rows)))
+                        _Source(m, f"{proj}_weight", "in_proj_bias" if b is not None else None, None, rows)))
     o = m.out_proj
     out.append((LayerInfo(f"{name}.out_proj", "attention", "attn", tuple(o.weight.shape), 1, o.bias is not None),
-                _Source(o.weight, o.bias)))
+                _Source(o, "weight", "bias" if o.bias is not None else None)))
     return out
 
 
-def discover_layers(model: nn.Module, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                    roles: Mapping[str, str] | None = None) -> list[tuple[LayerInfo, _Source]]:
-    """Find the layers weightwatch understands, in registration order.
+def find_layers(model: nn.Module, heads: Mapping[str, int] | None = None) -> list[tuple[LayerInfo, _Source]]:
+    """Every layer weightwatch understands, in registration order, before include / exclude.
 
     Linear, Conv1d/2d/3d, MultiheadAttention (one layer per projection),
     LayerNorm / GroupNorm / BatchNorm / RMSNorm and Embedding. A parameter
     shared by several modules is watched once, under its first name; frozen
-    parameters are watched like the others. ``include`` / ``exclude`` are glob
-    patterns on the layer names; ``roles`` overrides roles by glob.
+    parameters are watched like the others. ``heads`` (``{"glob": n}``) sets
+    the head count of matching Linear layers; a q/k/v projection otherwise
+    takes its attention module's ``num_attention_heads`` / ``num_heads``.
     """
+    _check_heads(heads)
     blocks = _block_prefixes(model)
+    modules = {clean_name(name) or type(m).__name__.lower(): m for name, m in model.named_modules()}
     found: list[tuple[LayerInfo, _Source]] = []
     inside_mha: list[str] = []
     seen: set[tuple[int, int | None]] = set()
     for name, m in model.named_modules():
         if any(name.startswith(p + ".") for p in inside_mha):
             continue  # an MHA's out_proj is handled with the MHA
-        label = name or type(m).__name__.lower()
+        label = clean_name(name) or type(m).__name__.lower()
         entries: list[tuple[LayerInfo, _Source]] = []
         if isinstance(m, nn.MultiheadAttention):
             inside_mha.append(name)
             entries = _mha_sources(label, m)
         elif isinstance(m, nn.Linear):
-            entries = [(LayerInfo(label, "linear", _linear_role(label, blocks), tuple(m.weight.shape), 1,
-                                  m.bias is not None), _Source(m.weight, m.bias))]
+            n_heads = _linear_heads(label, modules, heads)
+            if m.weight.shape[0] % n_heads:
+                raise ValueError(f"heads: {label} has {m.weight.shape[0]} output units, not divisible into "
+                                 f"{n_heads} heads; fix the heads= override")
+            entries = [(LayerInfo(label, "linear", _linear_role(label, blocks), tuple(m.weight.shape), n_heads,
+                                  m.bias is not None), _Source(m, "weight", _bias(m)))]
         elif isinstance(m, _CONV):
             entries = [(LayerInfo(label, "conv", "conv", tuple(m.weight.shape), 1, m.bias is not None),
-                        _Source(m.weight, m.bias))]
+                        _Source(m, "weight", _bias(m)))]
         elif isinstance(m, _NORM) and getattr(m, "weight", None) is not None:
             entries = [(LayerInfo(label, "norm", "norm", tuple(m.weight.shape), 1,
-                                  getattr(m, "bias", None) is not None), _Source(m.weight, getattr(m, "bias", None)))]
+                                  getattr(m, "bias", None) is not None), _Source(m, "weight", _bias(m)))]
         elif isinstance(m, nn.Embedding):
-            entries = [(LayerInfo(label, "embed", "embed", tuple(m.weight.shape)), _Source(m.weight))]
+            entries = [(LayerInfo(label, "embed", "embed", tuple(m.weight.shape)), _Source(m, "weight"))]
         for info, source in entries:
-            rows = source.weight_rows
-            key = (id(source.weight), rows.start if rows is not None else None)
+            key = source.key()
             if key in seen:
                 continue
             seen.add(key)
@@ -138,7 +224,32 @@ def discover_layers(model: nn.Module, include: Sequence[str] | None = None, excl
             "Supported: Linear, Conv1d/2d/3d, MultiheadAttention, LayerNorm, GroupNorm, BatchNorm, "
             "RMSNorm, Embedding."
         )
-    return finish_discovery(found, include, exclude, roles)
+    return found
+
+
+def discover_layers(model: nn.Module, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                    roles: Mapping[str, str] | None = None,
+                    heads: Mapping[str, int] | None = None) -> list[tuple[LayerInfo, _Source]]:
+    """:func:`find_layers`, then ``include`` / ``exclude`` (glob patterns on the layer names) and
+    ``roles`` (``{"glob": role}`` overrides)."""
+    return finish_discovery(find_layers(model, heads), include, exclude, roles)
+
+
+@dataclass(frozen=True)
+class _ShardedSource:
+    """A layer of a sharded (FSDP) model: this rank's pieces of its kernel and bias."""
+
+    source: _Source
+
+    def tensors(self) -> LayerTensors:
+        w, b = self.source.raw()
+        bias = sharded_piece(b, self.source.bias_rows) if b is not None else None
+        return LayerTensors(kernel=sharded_piece(w, self.source.weight_rows), bias=bias)
+
+
+def _count_parameters(model: nn.Module) -> int:
+    """How many parameter tensors the model has (a cheap check that layers were added)."""
+    return sum(1 for _ in model.parameters())
 
 
 def every_n(n: int) -> Schedule:
@@ -157,36 +268,68 @@ class WeightWatch:
 
     Args:
         model: the network; its parameters are read in place at each log call.
+            A DDP, DataParallel or ``torch.compile`` wrapper is looked through
+            (layer names are the wrapped model's).
         log_dir: the run directory (one run per directory).
-        hparams: hyperparameters shown in TensorBoard's HParams dashboard.
-        schedule: when :meth:`log` also records the weights: a callable
-            ``schedule(step) -> bool``, an int N (every N steps), or None (always).
-            The user's metrics are written at every call either way.
-        include / exclude: glob patterns on layer names.
-        roles: ``{"glob": role}`` overrides of the automatic roles.
-        bins: histogram bins per layer.
-        reference: a reference fitted by ``weightwatch fit`` (path or object): each
-            weight record also logs ``weightwatch/p_optimal`` and
-            ``weightwatch/predicted_accuracy`` (see :mod:`weightwatch.analysis.live`).
-        stop: with a reference, when :attr:`should_stop` turns True: a
-            ``StopRule``, a P(optimal) threshold, or True for the default rule.
+        example_input: one batch (a tensor, a tuple of positional arguments or a
+            dict of keywords) to trace the data flow on at once; without it the
+            flow is traced on the first forward pass (see docs/node-strength.md).
+        sync_timeout: under FSDP, how long (seconds) ``log()`` waits for every
+            rank to call it before it reports the ranks that did not.
+        options: a :class:`~weightwatch.integrations.options.WatchOptions`;
+            ``**settings`` are its fields as keywords (``hparams``, ``schedule``,
+            ``include``, ``exclude``, ``roles``, ``bins``, ``reference``, ``stop``,
+            ``heads``, ``fold_norm_scale``, ``strict``), overriding ``options``. Here ``schedule`` is asked about
+            each ``step`` given to :meth:`log`.
+
+    Under torch.distributed only rank 0 writes. With DDP (every rank holds the
+    whole model) the other ranks do nothing at all, no collective is called,
+    and ranks may call :meth:`log` at different moments. Under FSDP
+    (``fully_shard``; FullyShardedDataParallel is refused with a clear error)
+    every rank must make the WeightWatch and call :meth:`log` at the same steps:
+    the statistics are reduced from each rank's shard with a few small
+    all-reduces; the complex-network strengths of a sharded model have no
+    outgoing term (a consumer's kernel is split over the ranks).
     """
 
-    def __init__(self, model: nn.Module, log_dir: str | Path = "runs/weightwatch", *,
-                 hparams: Mapping[str, Any] | None = None, schedule: Schedule | int | None = None,
-                 include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                 roles: Mapping[str, str] | None = None, bins: int = 64, reference: Any = None,
-                 stop: Any = None) -> None:
+    def __init__(self, model: nn.Module, log_dir: str | Path = "runs/weightwatch", *, example_input: Any = None,
+                 sync_timeout: float = 300.0, options: WatchOptions | None = None, **settings: Any) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"WeightWatch needs a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.schedule = as_schedule(schedule)
+        self.options = WatchOptions.build(options, settings, owner="WeightWatch")
+        opts = self.options
+        inner = unwrap(model)
+        self.rank, sharded = process(inner)
+        everything = find_layers(inner, opts.heads)
+        found = finish_discovery(everything, opts.include, opts.exclude, opts.roles)
+        reduce, flow = None, None
+        if sharded:
+            found = [(info, _ShardedSource(source)) for info, source in found]
+            everything = []
+            reduce, flow = sharded_reducer(sync_timeout), Flow(method="untraced")
+            self.tracer = None
+        else:  # traced before include / exclude, so leaving a layer out changes no other layer's numbers
+            self.tracer = FlowTracer(inner, everything, example_input, on_traced=self._use_flow)
+            flow = self.tracer.flow or Flow(method="untraced")
+        self._parameters = _count_parameters(inner)
+        self._inner = inner
+        self._warned_untraced = False
         # the same engine the Keras / Lightning / HF callbacks drive
-        self.run = Run(log_dir, discover_layers(model, include, exclude, roles), hparams=hparams, bins=bins,
-                       framework="torch", reference=reference, stop=stop)
+        self.run = WatchSession(log_dir, found, opts, framework="torch", writes=self.rank == 0, reduce=reduce,
+                                flow=flow, context=everything)
         self.layers = self.run.layers
         self.recorder = self.run.recorder
         self.log_dir = self.run.log_dir
+
+    def _use_flow(self, flow: Flow) -> None:
+        if getattr(self, "run", None) is not None and self.run.recorder is not None:
+            self.run.recorder.flow = flow
+
+    @property
+    def flow(self) -> Flow | None:
+        """The traced data flow (None until traced), see :mod:`weightwatch.flow`."""
+        return self.tracer.flow if self.tracer is not None else None
 
     def tensors(self) -> list[LayerTensors]:
         """The current kernels and biases (views of the parameters, no copies)."""
@@ -198,14 +341,25 @@ class WeightWatch:
 
         Returns whether the weights were recorded.
         """
-        record = bool(self.schedule(step)) and self.run.weights_step != step
+        record = bool(self.options.records(step)) and self.run.weights_step != step
+        if record and self.run.writes and _count_parameters(self._inner) != self._parameters:
+            self.run.guard.warn("added", "the model has parameters it did not have when the WeightWatch was made "
+                                "(layers added or removed); only the layers found then are watched. Make the "
+                                "WeightWatch after the model is complete.")
+        if record and self.tracer is not None and self.tracer.flow is None and not self._warned_untraced and \
+                sum(layer.has_nodes for layer in self.tracer.layers) > 1:
+            self._warned_untraced = True
+            warnings.warn(f"weightwatch: step {step} is recorded before {type(self.model).__name__} ran a forward "
+                          "pass, so its data flow is not traced yet: the complex-network strengths of this record "
+                          "have no outgoing term. Pass example_input= to trace it at once.",
+                          RuntimeWarning, stacklevel=2)
         with torch.no_grad():
             self.run.log(step, metrics, weights=record)
         return record
 
     @property
     def scorer(self) -> Any:
-        """The live scorer (see :mod:`weightwatch.analysis.live`), or None without a reference."""
+        """The live scorer (see ``weightwatch.analysis.LiveScorer``), or None without a reference."""
         return self.run.scorer
 
     @property
@@ -219,6 +373,8 @@ class WeightWatch:
         return self.run.should_stop
 
     def close(self, success: bool = True) -> None:
+        if self.tracer is not None:
+            self.tracer.detach()
         self.run.close(success)
 
     def __enter__(self) -> WeightWatch:

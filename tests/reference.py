@@ -41,21 +41,26 @@ def in_strength(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return s, sp, sn
 
 
-def cnt_strength(w_prev: np.ndarray, b_prev: np.ndarray | None, w_next: np.ndarray | None) -> np.ndarray:
-    """La Malfa et al.'s signed strength of the nodes between w_prev and w_next.
+def cnt_units(w_prev: np.ndarray, b_prev: np.ndarray | None, w_next: np.ndarray | None) -> np.ndarray:
+    """La Malfa et al.'s signed strength of every unit between w_prev and w_next, shape (nodes, P).
 
     s_i = sum_k W_prev[i, k] + b_prev[i] + sum_j W_next[j, i]; for convolutions
-    the sums run over the whole kernel (per channel), and a linear layer after
-    a flatten sees channel i as the block of inputs i*HW .. (i+1)*HW - 1.
+    the in-sum runs over the whole kernel (the same at every position), and a
+    linear layer after a flatten reads position p of channel i at column
+    i*P + p (P = its inputs / the channels): each position is its own unit.
     """
     w_prev = np.asarray(w_prev, dtype=np.float64)
     n = w_prev.shape[0]
-    s = np.array([w_prev[i].sum() for i in range(n)])
-    if b_prev is not None:
-        s += np.asarray(b_prev, dtype=np.float64)
-    if w_next is not None:
-        w_next = np.asarray(w_next, dtype=np.float64)
-        per = w_next.shape[1] // n
-        for i in range(n):
-            s[i] += w_next[:, i * per:(i + 1) * per].sum()
+    per = 1 if w_next is None else np.asarray(w_next).shape[1] // n
+    s = np.zeros((n, per))
+    for i in range(n):
+        for p in range(per):
+            s[i, p] = w_prev[i].sum() + (float(b_prev[i]) if b_prev is not None else 0.0)
+            if w_next is not None:
+                s[i, p] += np.asarray(w_next, dtype=np.float64)[:, i * per + p].sum()
     return s
+
+
+def cnt_strength(w_prev: np.ndarray, b_prev: np.ndarray | None, w_next: np.ndarray | None) -> np.ndarray:
+    """Per node: the mean over its positions of :func:`cnt_units` (one position for a linear layer)."""
+    return cnt_units(w_prev, b_prev, w_next).mean(axis=1)

@@ -34,14 +34,14 @@ def shared(tmp_path_factory) -> Shared:
     """Build (once per session) the population and its reference."""
     if "shared" in _cache:
         return _cache["shared"]
-    from weightwatch.analysis.load import load_runs
-    from weightwatch.analysis.model import fit_reference
+    from weightwatch.analysis.loading.loader import load_runs
+    from weightwatch.analysis import fit
 
     base = tmp_path_factory.mktemp("classify")
     train, held = base / "train", base / "held_out"
     populations.make_population(train, runs=TRAIN_RUNS, epochs=EPOCHS)
     truth = populations.make_population(held, runs=HELD_OUT_RUNS, epochs=EPOCHS, seed=100)
-    result = fit_reference(load_runs(train, progress=False, cache=False).runs, cv=3)
+    result = fit(load_runs(train, progress=False, cache=False).runs, cv=3)
     ref = result.reference.save(base / "reference.ww")
     _cache["shared"] = Shared(train, held, truth, ref, result)
     return _cache["shared"]
@@ -58,9 +58,9 @@ def per_step_reference(tmp_path_factory) -> Path:
         return _cache["per_step"]
     import numpy as np
 
-    from weightwatch.analysis.load import load_runs
-    from weightwatch.analysis.model import fit_reference
-    from weightwatch.analysis.run import HistogramSeries, Series
+    from weightwatch.analysis.loading.loader import load_runs
+    from weightwatch.analysis import fit
+    from weightwatch.analysis.loading.run import HistogramSeries, Series
 
     base = shared(tmp_path_factory)
     runs = load_runs(base.train, progress=False, cache=False).runs
@@ -74,6 +74,6 @@ def per_step_reference(tmp_path_factory) -> Path:
         for tag, hist in list(run.histograms.items()):
             run.histograms[tag] = HistogramSeries(moved(hist.steps), hist.edges, hist.counts)
     path = tmp_path_factory.mktemp("per_step") / "reference.ww"
-    fit_reference(runs, cv=3, baseline=False).reference.save(path)
+    fit(runs, cv=3, baseline=False).reference.save(path)
     _cache["per_step"] = path
     return path

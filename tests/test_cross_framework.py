@@ -128,7 +128,8 @@ class Pixels(torch.utils.data.Dataset):
 
 
 def record_torch(net: Net, run) -> None:
-    with WeightWatch(net, run) as ww:
+    # the data flow traced on a batch, as the Keras graph, Lightning's and HF's first forward give it
+    with WeightWatch(net, run, example_input=torch.tensor(digits(2)[0])) as ww:
         ww.log(0)
 
 

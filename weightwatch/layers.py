@@ -16,7 +16,9 @@ kind           kernel shape                a *node* is
 
 Attention modules are split by the integration into one layer per projection
 (``<module>.q_proj``, ``.k_proj``, ``.v_proj``, ``.out_proj``), each with the
-module's head count, so node strength can also be reported per head.
+module's head count, so node strength can also be reported per head; separate
+q/k/v ``linear`` layers (the Hugging Face pattern) carry their head count too.
+Which layer feeds which is :mod:`weightwatch.flow`'s business.
 """
 
 from __future__ import annotations
@@ -179,26 +181,3 @@ def finish_discovery(found: Sequence[tuple[LayerInfo, T]], include: Sequence[str
     kept = [(info, source) for info, (_, source) in zip(infos, found) if info.name in names]
     overridden = override_roles([info for info, _ in kept], roles)
     return [(info, source) for info, (_, source) in zip(overridden, kept)]
-
-
-def consecutive_pairs(layers: Sequence[LayerInfo]) -> dict[int, int]:
-    """Which layer feeds which, for the complex-network signed strength.
-
-    Among ``linear`` and ``conv`` layers in the given (registration) order, layer
-    ``i`` feeds the next one ``j`` when their shapes agree: ``j``'s input units
-    equal ``i``'s nodes, or ``i`` is a conv and ``j`` a linear whose inputs are a
-    multiple of ``i``'s channels (a flatten in between). Attention projections
-    are not chained. Returns ``{i: j}`` as indices into ``layers``.
-
-    Registration order is a heuristic for data flow: residual branches or
-    modules registered out of order simply get no outgoing term.
-    """
-    chain = [i for i, layer in enumerate(layers) if layer.kind in ("linear", "conv")]
-    pairs = {}
-    for a, b in zip(chain, chain[1:]):
-        prev, nxt = layers[a], layers[b]
-        if nxt.inputs == prev.nodes or (
-            prev.kind == "conv" and nxt.kind == "linear" and nxt.inputs % prev.nodes == 0
-        ):
-            pairs[a] = b
-    return pairs

@@ -51,9 +51,12 @@ class NodeStrength:
         strength: S_j = sum_i |w_ij| (seed paper's absolute in-strength).
         positive: S+_j = sum_i max(w_ij, 0).
         negative: S-_j = sum_i min(w_ij, 0).
-        signed: complex-network strength: signed in-sum + bias (+ signed
-            out-sum into the next layer when one follows).
+        signed: complex-network strength: signed in-sum + bias + signed out-sum
+            into every consumer (see :mod:`weightwatch.flow`); for a convolution
+            the mean over its output positions of the per-position strengths.
         head_means: mean S per attention head, shape (heads,), or empty.
+        fluctuation: std (ddof 0) of the signed strengths of every *unit*: the
+            (channel, position) units of a convolution, the nodes otherwise.
     """
 
     strength: np.ndarray
@@ -61,6 +64,7 @@ class NodeStrength:
     negative: np.ndarray
     signed: np.ndarray
     head_means: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    fluctuation: float | None = None
 
     def as_dict(self) -> dict[str, float]:
         out = {
@@ -68,7 +72,7 @@ class NodeStrength:
             "std": float(self.strength.std()),
             "pos_mean": float(self.positive.mean()),
             "neg_mean": float(self.negative.mean()),
-            "fluctuation": float(self.signed.std()),
+            "fluctuation": float(self.signed.std()) if self.fluctuation is None else self.fluctuation,
         }
         out.update({f"head{h}_mean": float(v) for h, v in enumerate(self.head_means)})
         return out
@@ -186,30 +190,30 @@ def vector_stats(values: np.ndarray) -> TensorStats:
     )
 
 
-def outgoing_sums(prev: LayerInfo, next_col_sum: np.ndarray) -> np.ndarray:
-    """Signed out-sum of each of ``prev``'s nodes, from the next layer's column sums.
+def node_strength(info: LayerInfo, raw: RawLayer, outgoing: np.ndarray | None) -> NodeStrength:
+    """The node strengths of one layer.
 
     Args:
-        next_col_sum: (next.inputs,) signed sum of the next kernel's weights per
-            input unit. When a conv feeds a linear through a flatten, the
-            linear's inputs are channel-major blocks: (C * H * W,) -> (C,).
+        outgoing: (nodes * P,) signed outgoing term of each unit, in unit order
+            ``c * P + p`` (see :mod:`weightwatch.flow`), or None without consumers.
     """
-    if next_col_sum.shape[0] == prev.nodes:
-        return next_col_sum
-    return next_col_sum.reshape(prev.nodes, -1).sum(axis=1)
-
-
-def node_strength(info: LayerInfo, raw: RawLayer, outgoing: np.ndarray | None) -> NodeStrength:
     s = raw.row_abs
     r = raw.row_sum
-    signed = r + (raw.bias if raw.bias is not None else 0.0)
-    if outgoing is not None:
-        signed = signed + outgoing
+    incoming = r + (raw.bias if raw.bias is not None else 0.0)
+    if outgoing is None:
+        signed = incoming
+        fluctuation = float(signed.std())
+    else:
+        # a conv's in-term is the same at every position (its whole kernel plus bias)
+        units = incoming[:, None] + outgoing.reshape(info.nodes, -1)
+        signed = units.mean(axis=1)
+        fluctuation = float(units.std())
     heads = np.zeros(0)
     if info.heads > 1 and info.nodes % info.heads == 0:
         heads = s.reshape(info.heads, -1).mean(axis=1)
     # S+ + S- = r and S+ - S- = s, so one signed and one absolute sum give both parts.
-    return NodeStrength(strength=s, positive=(s + r) / 2.0, negative=(r - s) / 2.0, signed=signed, head_means=heads)
+    return NodeStrength(strength=s, positive=(s + r) / 2.0, negative=(r - s) / 2.0, signed=signed,
+                        head_means=heads, fluctuation=fluctuation)
 
 
 def network_stats(raws: Sequence[RawLayer]) -> TensorStats:
@@ -229,21 +233,18 @@ def network_stats(raws: Sequence[RawLayer]) -> TensorStats:
 
 
 def summarize(step: int, layers: Sequence[LayerInfo], raws: Sequence[RawLayer],
-              pairs: Mapping[int, int]) -> Snapshot:
+              outgoing: Mapping[int, np.ndarray]) -> Snapshot:
     """Build the :class:`Snapshot` for one log call.
 
     Args:
         layers / raws: aligned, one per watched layer.
-        pairs: ``{i: j}``, layer i feeds layer j (see :func:`weightwatch.layers.consecutive_pairs`);
-            ``raws[j].col_sum`` must be present for every j.
+        outgoing: ``{i: (nodes * P,)}``, the outgoing term of layer i's units
+            (see :func:`weightwatch.flow.outgoing_terms`); layers without one get
+            incoming + bias only.
     """
     out = []
     for i, (info, raw) in enumerate(zip(layers, raws)):
-        strength = None
-        if info.has_nodes:
-            nxt = pairs.get(i)
-            outgoing = outgoing_sums(info, raws[nxt].col_sum) if nxt is not None else None
-            strength = node_strength(info, raw, outgoing)
+        strength = node_strength(info, raw, outgoing.get(i)) if info.has_nodes else None
         out.append(LayerSummary(
             info=info, weights=kernel_stats(raw), edges=raw.edges, counts=raw.counts,
             bias=vector_stats(raw.bias) if raw.bias is not None else None, strength=strength,

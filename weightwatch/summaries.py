@@ -5,11 +5,13 @@ Everything here is pure: plain Python / numpy in, protos out.
 
 from __future__ import annotations
 
+import enum
+
 import re
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import metadata as custom_scalar_metadata
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
@@ -53,12 +55,47 @@ def histogram_value(tag: str, edges: np.ndarray, counts: np.ndarray, total: floa
     return summary_pb2.Summary.Value(tag=tag, histo=histo)
 
 
-def hparam_value(value: object) -> bool | float | str:
-    """TensorBoard's HParams plugin accepts bool, number and string values only."""
-    if isinstance(value, (bool, int, float, str)):
-        return value
+def log_event(step: int, wall_time: float, scalars: Mapping[str, float],
+              histograms: Iterable[tuple[str, np.ndarray, np.ndarray, float, float]] = ()) -> event_pb2.Event:
+    """One ``Event`` holding every scalar and histogram of a log call.
+
+    Args:
+        scalars: tag -> value.
+        histograms: (tag, edges (k + 1,), counts (k,), sum, sum of squares), as
+            :func:`weightwatch.tags.histogram_tags` yields them.
+
+    The values are added in place (no intermediate ``Summary`` to copy): this is
+    the proto every log call writes, built once per call on the writer thread.
+    """
+    event = event_pb2.Event(wall_time=wall_time, step=int(step))
+    values = event.summary.value
+    for tag, v in scalars.items():
+        values.add(tag=tag, simple_value=float(v))
+    for tag, edges, counts, total, total_sq in histograms:
+        values.append(histogram_value(tag, edges, counts, total, total_sq))
+    return event
+
+
+def hparam_value(value: object) -> bool | int | float | str:
+    """TensorBoard's HParams plugin accepts bool, number and string values only, of exactly those types.
+
+    An enum stands for its value (Hugging Face's ``SchedulerType.LINEAR`` is
+    ``"linear"``), numpy scalars for their Python value, subclasses of the
+    plain types for the plain value, anything else for its ``str``.
+
+    >>> import enum
+    >>> class Opt(str, enum.Enum):
+    ...     ADAM = "adam"
+    >>> [hparam_value(v) for v in (Opt.ADAM, np.float32(0.5), True, 3, [1, 2])]
+    ['adam', 0.5, True, 3, '[1, 2]']
+    """
+    if isinstance(value, enum.Enum):
+        value = value.value
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    for plain in (bool, int, float, str):  # bool first: it is an int
+        if isinstance(value, plain):
+            return plain(value) if plain is not str else str.__str__(value)
     return str(value)
 
 
@@ -72,11 +109,42 @@ def hparams_summaries(hparams: Mapping[str, object], metric_tags: Iterable[str],
     """
     clean = {str(k): hparam_value(v) for k, v in hparams.items()}
     config = hparams_v2.hparams_config_pb(
-        hparams=[hparams_v2.HParam(name) for name in sorted(clean)],
+        hparams=[hparams_v2.HParam(name, hparam_domain(clean[name])) for name in sorted(clean)],
         metrics=[hparams_v2.Metric(tag) for tag in metric_tags],
     )
     start = hparams_v2.hparams_pb(clean, trial_id=group_name)
     return [config, start]
+
+
+class _TypedReal(hparams_v2.Domain):
+    """A float64 hparam with no bounds: typed (TensorBoard offers a min / max filter), never narrowed."""
+
+    @property
+    def dtype(self) -> type:
+        return float
+
+    def sample_uniform(self, rng=None) -> float:  # part of Domain's interface; nothing to sample from
+        raise NotImplementedError("an unbounded hparam has no uniform distribution")
+
+    def update_hparam_info(self, hparam_info: api_pb2.HParamInfo) -> None:
+        hparam_info.type = api_pb2.DATA_TYPE_FLOAT64
+
+
+def hparam_domain(value: bool | float | str) -> hparams_v2.Domain:
+    """The declared type (and domain) of one hparam, so TensorBoard types its column.
+
+    Numbers get the float64 type and no bounds: a run knows only its own value,
+    and TensorBoard takes the experiment of one run for the whole log dir, so
+    bounds from one run would hide the others. A bool's domain is both values;
+    a string's domain has to be discrete (TensorBoard warns otherwise), and is
+    the run's own value. TensorBoard prints every number with 5 significant
+    digits (a width of 32 shows as 32.000).
+    """
+    if isinstance(value, bool):
+        return hparams_v2.Discrete([False, True])
+    if isinstance(value, str):
+        return hparams_v2.Discrete([value])
+    return _TypedReal()
 
 
 def hparams_end_summary(success: bool = True, end_time: float | None = None) -> summary_pb2.Summary:

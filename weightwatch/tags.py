@@ -6,8 +6,10 @@ tag                                    type       value
 ``weights/<layer>/<stat>``             scalar     kernel statistics, stat in WEIGHT_STATS
 ``bias/<layer>/<stat>``                scalar     the same for the bias vector
 ``weights/all/<stat>``                 scalar     over every watched kernel together
-``node_strength/<layer>/<stat>``       scalar     mean, std, pos_mean, neg_mean, fluctuation,
-                                                  head<h>_mean for attention projections
+``node_strength/<layer>/<stat>``       scalar     mean, std, pos_mean, neg_mean, fluctuation
+                                                  (over every consumer in the data flow, see
+                                                  docs/node-strength.md), head<h>_mean for
+                                                  attention projections
 ``weights/<layer>``                    histogram  the kernel's values
 ``node_strength/<layer>``              histogram  the node strengths S
 ``<metric>``                           scalar     the user's own metrics, under their names

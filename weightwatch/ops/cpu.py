@@ -2,120 +2,136 @@
 
 Two parallel passes over a kernel viewed as a (nodes, fan_in) matrix:
 
-1. the minimum and maximum (infinite when an entry is) and the number of NaNs;
-2. in one sweep, per node the signed and absolute row sums, the total sum of
-   squares (float64 accumulators) and the exact histogram over [min, max].
+1. :func:`moments`: in one sweep the minimum and maximum (infinite when an
+   entry is), the number of NaNs, per node the signed and absolute row sums,
+   the total sum of squares (float64 accumulators) and, when asked, the column
+   sums. Written so LLVM vectorises it (``reassoc`` lets it reorder the float64
+   sums; NaN semantics are kept).
+2. :func:`histogram`: the exact counts over the float64 ``edges`` that are
+   written to the event file. The bin is first estimated with one multiply in
+   the kernel's type (vectorised), then checked against :func:`thresholds`,
+   the edges rounded up to that type, so ``numpy.histogram(weights,
+   bins=edges)`` gives the same counts, values lying exactly on an edge
+   included.
 
-Both are written so LLVM vectorises them (``reassoc`` lets it reorder the
-float64 sums; NaN semantics are kept). A kernel holding NaN or Inf (rare, and
-then speed hardly matters) is swept on a copy whose non-finite entries are
-replaced by the finite minimum, and their share is taken back out of the sums
-and of the first bin.
+A kernel holding NaN or Inf (rare, and then speed hardly matters) is binned on
+a copy whose non-finite entries are replaced by the finite minimum; their
+share is taken back out of the sums and of the first bin.
 
-Doing everything in one sweep matters: on a 2-core CPU the separate torch ops
-(sum, abs-sum, dot, bin index, bincount) cost about 16 reads of the weights,
-this costs about 5 (see benchmarks/RESULTS.md). Numba compiles on first use
-and caches the machine code on disk.
+Scheduling: both passes split the work into many small blocks that threads
+take one at a time (``parallel_chunksize(1)``), so a thread that loses its core
+to the training loop delays at most one block instead of a fixed half of the
+kernel. Numba compiles on first use and caches the machine code on disk.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
 from .raw import RawLayer, bin_edges, bin_scale, histogram_range
+from .threads import blocks_for, thread_count
 
-_kernels: tuple | None = None
+_kernels: dict[bool, tuple] = {}
 # Interleaved sub-histograms: consecutive entries often land in the same bin,
 # and incrementing one counter back to back stalls on the store.
 _LANES = 4
-# Kernels smaller than this run on the calling thread alone.
-_PARALLEL_FROM = 1 << 16
+# Entries whose bins are computed before they are counted (a buffer in L1).
+_CHUNK = 4096
 
 
-def _compile():
-    global _kernels
-    if _kernels is not None:
-        return _kernels
-    import numba
+def _compile(parallel: bool):
+    """(moments, histogram), compiled with numba's parallel regions or plain loops
+    (the latter safe to run from several Python threads at once)."""
+    if parallel in _kernels:
+        return _kernels[parallel]
     from numba import njit, prange
 
     fast = {"reassoc", "contract"}  # not "nnan"/"ninf": NaN and Inf must behave as IEEE says
 
-    @njit(parallel=True, fastmath=fast, cache=True, nogil=True)
-    def range_fast(w, nblocks):  # pragma: no cover - compiled
-        rows, cols = w.shape
-        per = (rows + nblocks - 1) // nblocks
-        mins = np.full(nblocks, np.inf)
-        maxs = np.full(nblocks, -np.inf)
-        nans = np.zeros(nblocks, np.int64)
-        for b in prange(nblocks):
-            lo = w.dtype.type(np.inf)
-            hi = w.dtype.type(-np.inf)
-            nan = 0
-            for i in range(b * per, min(rows, (b + 1) * per)):
-                for j in range(cols):
-                    x = w[i, j]
-                    lo = min(lo, x)  # a NaN never wins a comparison: min/max skip it
-                    hi = max(hi, x)
-                    nan += x != x  # an integer count vectorises; a float NaN probe does not
-            mins[b] = lo
-            maxs[b] = hi
-            nans[b] = nan
-        return mins.min(), maxs.max(), nans.sum()
-
-    @njit(parallel=True, fastmath=fast, cache=True, nogil=True)
-    def sweep_fast(w, lo, scale, bins, nblocks, want_cols):  # pragma: no cover - compiled
+    @njit(parallel=parallel, fastmath=fast, cache=True, nogil=True)
+    def moments(w, nblocks, want_cols):  # pragma: no cover - compiled
         rows, cols = w.shape
         per = (rows + nblocks - 1) // nblocks
         row_sum = np.zeros(rows)
         row_abs = np.zeros(rows)
         sqs = np.zeros(nblocks)
-        hist = np.zeros((nblocks, _LANES, bins), np.int64)
+        mins = np.full(nblocks, np.inf)
+        maxs = np.full(nblocks, -np.inf)
+        nans = np.zeros(nblocks, np.int64)
         col = np.zeros((nblocks, cols if want_cols else 0))
         for b in prange(nblocks):
+            lo = w.dtype.type(np.inf)
+            hi = w.dtype.type(-np.inf)
+            nan = 0
             qb = 0.0
             for i in range(b * per, min(rows, (b + 1) * per)):
                 r = 0.0
                 a = 0.0
                 q = 0.0
-                for j in range(cols):  # vectorised: independent float64 sums
-                    x = np.float64(w[i, j])
-                    r += x
-                    a += abs(x)
-                    q += x * x
+                for j in range(cols):  # vectorised: independent float64 sums and extremes
+                    x = w[i, j]
+                    lo = x if x < lo else lo  # a NaN never wins a comparison: skipped
+                    hi = x if x > hi else hi
+                    nan += x != x  # an integer count vectorises; a float NaN probe does not
+                    xd = np.float64(x)
+                    r += xd
+                    a += abs(xd)
+                    q += xd * xd
                 row_sum[i] = r
                 row_abs[i] = a
                 qb += q
                 if want_cols:
                     for j in range(cols):
                         col[b, j] += w[i, j]
-                for j in range(cols):  # the row is in cache now; binning is scalar work
-                    k = min(int((w[i, j] - lo) * scale), bins - 1)
-                    hist[b, j & (_LANES - 1), k] += 1
+            mins[b] = lo
+            maxs[b] = hi
+            nans[b] = nan
             sqs[b] = qb
-        counts = hist.sum(axis=0).sum(axis=0)
-        return row_sum, row_abs, row_sum.sum(), sqs.sum(), counts, col.sum(axis=0)
+        return mins.min(), maxs.max(), nans.sum(), row_sum, row_abs, sqs.sum(), col.sum(axis=0)
 
-    def threads(size: int) -> int:
-        """Threads for a kernel of ``size`` entries: one for small kernels (waking
-        other threads costs more than it saves, and on a busy machine a parallel
-        region waits for the slowest thread), else torch's intra-op count when
-        torch is in use (it honours OMP_NUM_THREADS, torch.set_num_threads and
-        launchers that split the cores between processes), else numba's default."""
-        n = 1
-        if size >= _PARALLEL_FROM:
-            n = numba.config.NUMBA_NUM_THREADS
-            torch = sys.modules.get("torch")
-            if torch is not None and hasattr(torch, "get_num_threads"):
-                n = max(1, min(n, torch.get_num_threads()))
-        numba.set_num_threads(n)
-        return n
+    @njit(parallel=parallel, fastmath={"contract"}, cache=True, nogil=True)
+    def histogram(flat, thresholds, lo, scale, nblocks):  # pragma: no cover - compiled
+        n = flat.size
+        bins = thresholds.size - 1
+        top = flat.dtype.type(bins - 1)
+        zero = flat.dtype.type(0)
+        one = np.uint32(1)
+        per = (n + nblocks - 1) // nblocks
+        hist = np.zeros((nblocks, _LANES, bins), np.int64)
+        for b in prange(nblocks):
+            buf = np.empty(_CHUNK, np.uint32)
+            for start in range(b * per, min(n, (b + 1) * per), _CHUNK):
+                m = min(_CHUNK, n - start, (b + 1) * per - start)
+                for j in range(m):  # the estimate (vectorised), then one check either side
+                    x = flat[start + j]
+                    k = np.uint32(min(max((x - lo) * scale, zero), top))
+                    buf[j] = k - np.uint32(x < thresholds[k]) + np.uint32(x >= thresholds[k + one])
+                for j in range(m):  # the scatter: scalar work, spread over lanes
+                    hist[b, j & (_LANES - 1), buf[j]] += 1
+        return hist.sum(axis=0).sum(axis=0)
 
-    _kernels = (range_fast, sweep_fast, threads)
-    return _kernels
+    _kernels[parallel] = (moments, histogram)
+    return _kernels[parallel]
+
+
+def thresholds(edges: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """(bins + 1,) in ``dtype``: entry k is the smallest ``dtype`` value >= edges[k]
+    (so ``x >= edges[k]`` exactly when ``x >= thresholds[k]`` for x of that type),
+    the last one +inf (the last bin is closed on the right)."""
+    t = edges.astype(dtype)
+    low = t.astype(np.float64) < edges
+    t[low] = np.nextafter(t[low], dtype.type(np.inf))
+    t[-1] = np.inf
+    return t
+
+
+def estimate_is_safe(edges: np.ndarray, dtype: np.dtype) -> bool:
+    """True when a bin is wide enough (many ulps of the kernel's type) that the
+    estimate ``int((x - lo) * scale)`` is at most one bin off."""
+    width = (edges[-1] - edges[0]) / (edges.size - 1)
+    return bool(width > 64 * np.spacing(dtype.type(max(abs(edges[0]), abs(edges[-1])))))
 
 
 def as_matrix(array: np.ndarray, nodes: int) -> np.ndarray:
@@ -138,7 +154,8 @@ def _finite_range(w: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray, 
     return np.where(bad, w.dtype.type(fill), w), lo, hi, bad, fill
 
 
-def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 0) -> RawLayer:
+def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 0, *,
+                  threads: int | None = None) -> RawLayer:
     """All reductions of one kernel on the CPU.
 
     Args:
@@ -148,33 +165,44 @@ def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 
         input_units: when > 0, also return column sums grouped into this many
             input units: ``in`` for a linear (out, in) kernel, ``C_in`` for a conv
             (C_out, C_in, *k) kernel (summed over kernel positions). 0 skips them.
+        threads: 1 runs plain loops on the calling thread (what
+            :func:`weightwatch.ops.reduce_jobs` uses when it spreads layers over
+            threads); None lets :func:`.threads.thread_count` choose.
     """
-    range_fast, sweep_fast, threads = _compile()
+    from numba import parallel_chunksize
+
     w = as_matrix(kernel, nodes)
-    nblocks = max(1, min(w.shape[0], 4 * threads(w.size)))
-    lo, hi, nans = range_fast(w, nblocks)
-    bad = None
-    if nans or not (np.isfinite(lo) and np.isfinite(hi)):
-        w, lo, hi, bad, fill = _finite_range(w)
-    finite = bool(np.isfinite(lo))
-    rlo, rhi = histogram_range(float(lo), float(hi), finite)
-    blo, scale = bin_scale(rlo, rhi, bins, w.dtype.type)
-    row_sum, row_abs, total, total_sq, counts, cols = sweep_fast(w, blo, scale, bins, nblocks, input_units > 0)
+    threads = thread_count(w.size) if threads is None else threads
+    moments, histogram = _compile(threads > 1)
+    with parallel_chunksize(1):  # blocks are handed out one at a time (see the module doc)
+        lo, hi, nans, row_sum, row_abs, total_sq, cols = moments(
+            w, blocks_for(w.size, threads, limit=w.shape[0]), input_units > 0)
+        total = float(row_sum.sum())
+        bad = None
+        if nans or not (np.isfinite(lo) and np.isfinite(hi)):
+            w, lo, hi, bad, fill = _finite_range(w)
+        finite = bool(np.isfinite(lo))
+        rlo, rhi = histogram_range(float(lo), float(hi), finite)
+        edges = bin_edges(rlo, rhi, bins)
+        if estimate_is_safe(edges, w.dtype):
+            blo, scale = bin_scale(rlo, rhi, bins)
+            counts = histogram(w.reshape(-1), thresholds(edges, w.dtype), w.dtype.type(blo), w.dtype.type(scale),
+                               blocks_for(w.size, threads))
+        else:  # bins a few ulps wide: the estimate could be more than one bin off
+            counts = np.histogram(w, bins=edges)[0].astype(np.int64)
     nonfinite = 0
-    if bad is not None:  # take the stand-in values back out
+    if bad is not None:  # the NaN / Inf entries spoil the sums: redo them on the finite values
         per_row = bad.sum(axis=1)
         nonfinite = int(per_row.sum())
-        row_sum = row_sum - fill * per_row
-        row_abs = row_abs - abs(fill) * per_row
-        total -= fill * nonfinite
-        total_sq -= fill * fill * nonfinite
-        if input_units > 0:
-            cols = cols - fill * bad.sum(axis=0)
-        counts[min(max(int((w.dtype.type(fill) - blo) * scale), 0), bins - 1)] -= nonfinite
+        clean = np.where(bad, 0.0, w.astype(np.float64))
+        row_sum, row_abs = clean.sum(axis=1), np.abs(clean).sum(axis=1)
+        total, total_sq = float(row_sum.sum()), float((clean * clean).sum())
+        cols = clean.sum(axis=0) if input_units > 0 else cols
+        counts[0] -= nonfinite  # the stand-ins (the finite minimum, or 0 when nothing is finite)
     return RawLayer(
-        count=int(w.size - nonfinite), nonfinite=nonfinite, total=float(total), total_sq=float(total_sq),
+        count=int(w.size - nonfinite), nonfinite=nonfinite, total=total, total_sq=float(total_sq),
         min=float(lo) if finite else math.nan, max=float(hi) if finite else math.nan,
-        edges=bin_edges(rlo, rhi, bins), counts=counts,
+        edges=edges, counts=counts,
         row_sum=row_sum, row_abs=row_abs,
         col_sum=cols.reshape(input_units, -1).sum(axis=1) if input_units > 0 else None,
     )

@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class KernelJob:
+    """One kernel to reduce: see :func:`weightwatch.ops.cpu.reduce_kernel` for the fields.
+
+    ``kernel`` and ``bias`` are arrays of any framework (numpy, torch, jax,
+    tensorflow), in the core's layout.
+    """
+
+    kernel: Any
+    nodes: int
+    input_units: int = 0
+    bias: Any | None = None
+    sample: np.ndarray | None = None  # flat kernel positions to copy out (the run's sketch)
 
 
 @dataclass
@@ -61,10 +77,12 @@ def bin_edges(lo: float, hi: float, bins: int) -> np.ndarray:
     return edges
 
 
-def bin_scale(lo: float, hi: float, bins: int, dtype: type = np.float32) -> tuple[np.floating, np.floating]:
-    """(lo, scale) in the kernel's float type, for ``bin = int((x - lo) * scale)``.
+def bin_scale(lo: float, hi: float, bins: int) -> tuple[float, float]:
+    """(lo, scale) for the first estimate of a bin, ``int((x - lo) * scale)``.
 
-    Every backend bins with exactly this float32 (or float64) expression, so
-    the same weights give the same counts on every framework and device.
+    The estimate can be one bin off for values on or next to an edge; every
+    backend then checks it against :func:`bin_edges` (the edges written to the
+    event file), so counts agree across frameworks and devices and with
+    ``numpy.histogram(values, bins=edges)``.
     """
-    return dtype(lo), dtype(bins / (hi - lo))
+    return float(lo), float(bins / (hi - lo))

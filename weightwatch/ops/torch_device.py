@@ -2,8 +2,8 @@
 
 Every layer's results are packed into one float64 vector on the device and
 copied to the host in a single transfer per log call; the weights themselves
-never leave the device. Binning uses the same float32 expression as the CPU
-kernels, so counts agree across devices.
+never leave the device. Binning checks a float64 estimate against the same float64 edges as the
+CPU kernels (the edges written to the file), so counts agree across devices.
 
 torch is imported inside the function: this module is only loaded for torch
 tensors.
@@ -13,23 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from .raw import RawLayer, bin_edges, histogram_range
+from .packed import Packing, unpack
+from .raw import KernelJob, RawLayer
 
-
-@dataclass(frozen=True)
-class KernelJob:
-    """One kernel to reduce: see :func:`weightwatch.ops.cpu.reduce_kernel` for the fields."""
-
-    kernel: Any
-    nodes: int
-    input_units: int = 0
-    bias: Any | None = None
-    sample: np.ndarray | None = None  # flat kernel positions to copy out (the run's sketch)
+__all__ = ["KernelJob", "reduce_on_device"]
 
 
 def reduce_on_device(jobs: Sequence[KernelJob], bins: int) -> list[RawLayer]:
@@ -49,11 +39,17 @@ def reduce_on_device(jobs: Sequence[KernelJob], bins: int) -> list[RawLayer]:
         # histogram_range(), on the device: widen a constant kernel, [0, 1] when nothing is finite.
         rlo = torch.where(any_finite, torch.where(hi > lo, lo, lo - 0.5), torch.zeros_like(lo))
         rhi = torch.where(any_finite, torch.where(hi > lo, hi, hi + 0.5), torch.ones_like(hi))
-        scale = (bins / (rhi - rlo)).to(w.dtype)
-        idx = ((w - rlo.to(w.dtype)) * scale).to(torch.int64).clamp_(0, bins - 1)
+        wd = torch.where(finite, w, 0).double()
+        # bin_edges() and the CPU kernel's binning, on the device: a float64
+        # estimate checked against the edges written to the file
+        edges = rlo + (rhi - rlo) * (torch.arange(bins + 1, dtype=torch.float64, device=w.device) / bins)
+        edges[-1] = rhi
+        idx = ((wd - rlo) * (bins / (rhi - rlo))).to(torch.int64).clamp_(0, bins - 1)
+        for _ in range(2):  # the estimate is at most one bin off; twice covers degenerate ranges
+            idx -= ((wd < edges[idx]) & (idx > 0)).to(torch.int64)
+            idx += ((wd >= edges[idx + 1]) & (idx < bins - 1)).to(torch.int64)
         idx = torch.where(finite, idx, bins)  # non-finite entries go to a dropped extra bin
         counts = torch.bincount(idx.reshape(-1), minlength=bins + 1)[:bins].double()
-        wd = torch.where(finite, w, 0).double()
         row_sum = wd.sum(1)
         row_abs = wd.abs().sum(1)
         parts = [torch.stack([bad.double(), row_sum.sum(), (wd * wd).sum(), lo, hi]), counts, row_sum, row_abs]
@@ -72,25 +68,7 @@ def reduce_on_device(jobs: Sequence[KernelJob], bins: int) -> list[RawLayer]:
             parts.append(bias)
             nbias = bias.numel()
         packed.append(torch.cat(parts))
-        layouts.append((w.numel(), w.shape[0], cols, nsample, nbias))
+        layouts.append(Packing(w.numel(), w.shape[0], cols, nsample, nbias))
 
     host = torch.cat(packed).cpu().numpy() if packed else np.zeros(0)  # the one transfer
-    out = []
-    offset = 0
-    for size, rows, cols, nsample, nbias in layouts:
-        bad, total, total_sq, lo, hi = host[offset:offset + 5]
-        offset += 5
-        finite = bool(bad < size)
-        rlo, rhi = histogram_range(float(lo), float(hi), finite)
-        take = [bins, rows, rows, cols, nsample, nbias]
-        counts, row_sum, row_abs, col_sum, sample, bias = np.split(host[offset:offset + sum(take)], np.cumsum(take)[:-1])
-        offset += sum(take)
-        out.append(RawLayer(
-            count=int(size - bad), nonfinite=int(bad), total=float(total), total_sq=float(total_sq),
-            min=float(lo) if finite else math.nan, max=float(hi) if finite else math.nan,
-            edges=bin_edges(rlo, rhi, bins), counts=counts.astype(np.int64),
-            row_sum=row_sum, row_abs=row_abs,
-            col_sum=col_sum if cols else None, bias=bias if nbias else None,
-            sample=sample.astype(np.float32) if nsample else None,
-        ))
-    return out
+    return unpack(host, layouts, bins)

@@ -1,0 +1,121 @@
+"""torch.distributed on the CPU with gloo, two ranks started by torchrun (tests/dist_job.py).
+
+Each job trains the same small model (a Linear, self-attention with packed q/k/v
+rows split unevenly between the ranks, a LayerNorm, a Linear) for 3 epochs.
+The logged statistics are compared with one process logging the job's final
+weights, read back with TensorBoard's own reader. Every job is bounded by a
+timeout and its whole process group is killed if it runs over.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import dist_job
+import tb_read
+from weightwatch.integrations.torch import WeightWatch
+from weightwatch.sketch import read_sketch
+
+pytestmark = pytest.mark.slow
+JOB = Path(__file__).with_name("dist_job.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(tmp_path: Path, mode: str, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run the job on 2 ranks; kill its whole process group if it outlives ``timeout``."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), str(JOB), mode, str(tmp_path / "run"), str(tmp_path), *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(JOB.parent)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"the {mode} job hung for {timeout} s:\n{out[-3000:]}")
+    assert proc.returncode == 0, out[-5000:]
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+def single_process(tmp_path: Path, traced: bool) -> Path:
+    """One process logging the job's final weights at its last epoch; its data flow traced on a
+    batch as the job's first forward pass traced it (DDP), or not at all (FSDP: sharded kernels
+    give no outgoing terms)."""
+    net = dist_job.Net()
+    net.load_state_dict(torch.load(tmp_path / "final.pt"))
+    example = torch.zeros(4, 6) if traced else None
+    with WeightWatch(net, tmp_path / "single", example_input=example) as ww:
+        ww.log(dist_job.EPOCHS - 1)
+    return tmp_path / "single"
+
+
+def assert_same_as_one_process(tmp_path: Path, traced: bool = True) -> None:
+    runs = sorted(p.parent for p in tmp_path.rglob("weightwatch.json"))
+    assert runs == [tmp_path / "run"], runs  # one run, written by one rank
+    assert len(tb_read.event_files(tmp_path / "run")) == 1
+    ref = single_process(tmp_path, traced)
+    last = dist_job.EPOCHS - 1
+    got, want = tb_read.scalars(tmp_path / "run"), tb_read.scalars(ref)
+    assert set(got) == set(want) | {"loss"}  # the user's layer names: no module. / _orig_mod.
+    assert "weights/attn.q_proj/std" in got and not any("module" in t for t in got)
+    for tag, values in want.items():
+        assert [s for s, _ in got[tag]] == list(range(dist_job.EPOCHS)), tag
+        assert tb_read.at(got[tag], last) == pytest.approx(values[-1][1], rel=2e-6, abs=1e-7), tag
+    a, b = tb_read.load(tb_read.weightwatch_file(tmp_path / "run")), tb_read.load(tb_read.weightwatch_file(ref))
+    for tag in b.Tags()["histograms"]:
+        mine = [e.histogram_value for e in a.Histograms(tag) if e.step == last][0]
+        theirs = b.Histograms(tag)[-1].histogram_value
+        assert list(mine.bucket) == list(theirs.bucket), tag  # exact counts
+        np.testing.assert_allclose(mine.bucket_limit, theirs.bucket_limit, rtol=1e-12)
+    step, sketch = read_sketch(tmp_path / "run")
+    _, ref_sketch = read_sketch(ref)
+    assert step == last and sketch.keys() == ref_sketch.keys()
+    for name in ref_sketch:
+        np.testing.assert_array_equal(sketch[name], ref_sketch[name])
+
+
+@pytest.mark.parametrize("mode", ["ddp", "compiled-ddp"])
+def test_ddp_one_writer_user_names_and_no_collective(tmp_path, mode):
+    # rank 1 skips a log() call: with DDP nothing waits for it
+    proc = torchrun(tmp_path, mode, "--skip-rank", "1", "--skip-epoch", "1")
+    assert "rank 0 of 2" in proc.stdout and "rank 1 of 2" in proc.stdout
+    assert_same_as_one_process(tmp_path)
+
+
+def test_fsdp2_statistics_from_the_shards_equal_one_process(tmp_path):
+    torchrun(tmp_path, "fsdp2")
+    assert_same_as_one_process(tmp_path, traced=False)
+
+
+def test_fsdp2_rank_that_does_not_log_is_named_within_the_timeout(tmp_path):
+    proc = torchrun(tmp_path, "fsdp2", "--skip-rank", "1", "--skip-epoch", "1", "--sync-timeout", "3")
+    warned = [line for line in proc.stdout.splitlines() if "every rank must call log()" in line]
+    assert any(line.startswith("rank 0 warning") and "1" in line for line in warned), proc.stdout[-3000:]
+    sc = tb_read.scalars(tmp_path / "run")
+    assert [s for s, _ in sc["weights/inp/mean"]] == [0]  # epoch 0 logged, then logging stopped cleanly
+
+
+def test_fsdp1_is_refused_with_what_to_use(tmp_path):
+    cmd_out = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, 'tests');"
+         "import dist_job, torch, torch.distributed as d;"
+         f"d.init_process_group('gloo', init_method='tcp://127.0.0.1:{free_port()}', rank=0, world_size=1);"
+         "from weightwatch.integrations.torch import WeightWatch;"
+         f"WeightWatch(dist_job.wrap('fsdp1', dist_job.Net()), {str(tmp_path / 'r')!r})"],
+        capture_output=True, text=True, timeout=120, cwd=JOB.parents[1])
+    assert cmd_out.returncode != 0 and "fully_shard (FSDP2)" in cmd_out.stderr, cmd_out.stderr[-2000:]

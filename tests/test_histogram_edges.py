@@ -1,0 +1,88 @@
+"""The histogram written to the event file is exactly numpy's histogram over its own edges.
+
+Weights are built to lie on (and next to) the bin edges, where a binning rule
+that differs from the written edges by one rounding puts a value in the
+neighbouring bin. The reference is ``numpy.histogram(weights, bins=edges)``
+with the edges read back by TensorBoard's EventAccumulator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tb_read import load, weightwatch_file
+from weightwatch.integrations.torch import WeightWatch
+from weightwatch.ops import reduce_jobs
+from weightwatch.ops.cpu import reduce_kernel
+from weightwatch.ops.raw import bin_edges
+from weightwatch.ops.torch_device import KernelJob
+
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+PATHS = [pytest.param(None, id="cpu-kernels"), pytest.param(True, id="torch-ops")]
+
+
+def on_the_edges(lo: float, hi: float, bins: int, dtype: np.dtype, repeat: int = 3) -> np.ndarray:
+    """Each float64 edge of [lo, hi] rounded to ``dtype`` and its two neighbours, lo and hi themselves."""
+    edges = bin_edges(lo, hi, bins).astype(dtype)
+    below = np.nextafter(edges, np.asarray(-np.inf, dtype))
+    above = np.nextafter(edges, np.asarray(np.inf, dtype))
+    values = np.concatenate([edges, below, above]).astype(np.float64)
+    values = values[(values >= lo) & (values <= hi)]
+    return np.tile(np.concatenate([values, [lo, hi]]), repeat)
+
+
+def torch_weights(dtype: torch.dtype, bins: int, rows: int = 8) -> torch.Tensor:
+    """A (rows, -1) kernel of values on the edges of [min, max], representable in ``dtype``."""
+    lo, hi = -0.75, 1.25  # float16 and bfloat16 hold both
+    base = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    values = torch.from_numpy(on_the_edges(lo, hi, bins, np.float32 if base == torch.float32 else np.float64))
+    values = values.to(dtype)  # half precisions: rounded once more, lo and hi kept
+    pad = (-values.numel()) % rows
+    values = torch.cat([values, values[:pad]])
+    return values[torch.randperm(values.numel(), generator=torch.Generator().manual_seed(0))].reshape(rows, -1)
+
+
+@pytest.mark.parametrize("numpy_dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("bins", [7, 10, 64, 100])
+def test_cpu_kernel_counts_equal_numpy_on_the_written_edges(numpy_dtype, bins):
+    for lo, hi in ((-1.0, 1.0), (0.1, 0.3), (-3e-3, 7e-2), (1000.0, 1000.5)):
+        w = on_the_edges(lo, hi, bins, numpy_dtype).astype(numpy_dtype).reshape(-1, 1)
+        w = np.tile(w, (1, 70))  # over PARALLEL_FROM entries for some: the threaded path too
+        raw = reduce_kernel(w, w.shape[0], bins)
+        want, _ = np.histogram(w.astype(np.float64), bins=raw.edges)
+        np.testing.assert_array_equal(raw.counts, want, err_msg=f"{numpy_dtype.__name__} [{lo}, {hi}] {bins} bins")
+        assert raw.edges[0] == w.min() and raw.edges[-1] == w.max()
+
+
+@pytest.mark.parametrize("on_device", PATHS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_written_histogram_equals_numpy_over_its_edges(tmp_path, dtype, on_device):
+    bins = 10  # k/10 is not a float32: every edge is rounded
+    weight = torch_weights(dtype, bins)
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False).to(dtype)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    ww = WeightWatch(nn.Sequential(layer), tmp_path / "run", bins=bins)
+    snap = ww.recorder.compute(0, ww.tensors(), on_device=on_device)
+    ww.log(0)
+    ww.close()
+    values = weight.double().numpy().reshape(-1)
+    np.testing.assert_array_equal(snap.layers[0].counts, np.histogram(values, bins=snap.layers[0].edges)[0])
+    histo = load(weightwatch_file(tmp_path / "run")).Histograms("weights/0")[0].histogram_value
+    edges = np.array([histo.min, *histo.bucket_limit])
+    want, _ = np.histogram(values, bins=edges)
+    np.testing.assert_array_equal(np.array(histo.bucket), want)
+    assert histo.num == values.size
+
+
+def test_device_path_and_cpu_kernels_agree_on_edge_values():
+    weight = torch_weights(torch.float32, 64, rows=16)
+    jobs = [KernelJob(kernel=weight, nodes=16)]
+    cpu, = reduce_jobs(jobs, 64)
+    dev, = reduce_jobs(jobs, 64, on_device=True)
+    np.testing.assert_array_equal(cpu.edges, dev.edges)
+    np.testing.assert_array_equal(cpu.counts, dev.counts)
+    np.testing.assert_array_equal(cpu.counts, np.histogram(weight.double().numpy(), bins=cpu.edges)[0])

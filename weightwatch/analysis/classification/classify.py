@@ -1,0 +1,92 @@
+"""Judge runs with a reference: ``weightwatch classify``, and the verdicts ``compare --reference`` adds."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..loading.loader import load_runs
+from ..loading.run import Run
+from .reference import Prediction, Reference, load_reference
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class Classification:
+    """What :func:`classify` found.
+
+    Attributes:
+        predictions: one per run judged, in the order the runs were given (below
+            a directory: by name).
+        problems: one message per path holding no run and per run that could not
+            be judged (no logged weights, ...), in the same order.
+    """
+
+    predictions: list[Prediction] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def classify(runs: PathLike | Run | Sequence[PathLike | Run], reference: PathLike | Reference, *,
+             step: int | None = None) -> Classification:
+    """P(optimal) and the predicted final metric of each run, finished or not.
+
+    Args:
+        runs: run directories, directories holding runs (at any depth), or runs
+            already loaded; one or several. Runs found below a directory are
+            named as written: the directory itself, or ``directory/run``.
+        reference: a ``.ww`` file written by :func:`~.fit.fit` (or the Reference).
+        step: judge each run at its latest logged step <= ``step`` (default: its latest).
+
+    Raises :class:`~.reffile.ReferenceFileError` (or OSError) when the reference
+    cannot be read; paths and runs that cannot be judged are in ``problems``.
+
+    With ``new_runs`` a directory of 6 runs the reference (fitted on others) never saw:
+
+    >>> verdict = classify(new_runs, reference)
+    >>> len(verdict.predictions), verdict.problems
+    (6, [])
+    >>> p = verdict.predictions[0]
+    >>> p.group in ("optimal", "suboptimal"), 0.0 <= p.p_optimal <= 1.0, p.metric
+    (True, True, 'val_accuracy')
+    """
+    ref = load_reference(reference)
+    items = [runs] if isinstance(runs, (str, os.PathLike, Run)) else list(runs)
+    out = Classification()
+    for item in items:
+        if isinstance(item, Run):
+            found = [item]
+        else:
+            try:
+                found = load_runs(item, progress=False).runs
+            except FileNotFoundError as exc:
+                out.problems.append(str(exc))
+                continue
+            if not found:
+                out.problems.append(f"no run found in {str(item)!r}")
+            for run in found:
+                # name runs as the user wrote them: the path itself, or path/run below it
+                run.name = str(item) if Path(run.path).resolve() == Path(item).resolve() else str(Path(item) / run.name)
+        for run in found:
+            try:
+                out.predictions.append(ref.classify(run, step))
+            except ValueError as exc:
+                out.problems.append(f"{run.name}: {exc}")
+    return out
+
+
+def classify_below(root: PathLike, reference: PathLike | Reference, step: int | None = None,
+                   problems: list[str] | None = None) -> list[Prediction]:
+    """Classify every run below ``root``, named relative to it as compare names them (runs without
+    logged weights are skipped, noted in ``problems``)."""
+    ref = load_reference(reference)
+    out = []
+    for run in load_runs(root, progress=False).runs:
+        try:
+            out.append(ref.classify(run, step))
+        except ValueError as exc:
+            if problems is not None:
+                problems.append(f"{run.name}: {exc}")
+    return out

@@ -1,0 +1,115 @@
+"""The labelled population a reference is fitted on: which runs are optimal, their features, which steps.
+
+>>> y_opt, threshold, rule = make_labels(np.array([0.1, 0.5, 0.8, 0.9]), top=0.5)
+>>> y_opt.tolist(), threshold, rule
+([False, False, True, True], 0.8, 'top')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..comparison.groups import group_runs
+from ..loading.metric import final_metric
+from ..loading.run import Run
+from .features import FEATURE_NAMES, FeatureTable, run_features
+
+#: At most this many steps get their own models (evenly spaced, the last always included).
+MAX_STEPS = 20
+
+
+def make_labels(values: np.ndarray, *, threshold: float | None = None, top: float | None = None,
+                runs: Sequence[Run] | None = None, metric: str | None = None) -> tuple[np.ndarray, float, str]:
+    """Which runs count as optimal: (y (n,) bool, threshold, rule).
+
+    - ``threshold``: final metric >= threshold;
+    - ``top``: the best fraction ``top`` of the runs (``top=0.5``: the better half);
+    - neither: the high group, as ``weightwatch compare`` groups ``runs`` (aligned with
+      ``values``; per architecture family); ``threshold`` is then the lowest final
+      metric in the high group.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if threshold is not None and top is not None:
+        raise ValueError("give either a threshold or a top fraction, not both")
+    if threshold is not None:
+        return values >= threshold, float(threshold), "threshold"
+    if top is not None:
+        if not 0 < top < 1:
+            raise ValueError(f"top must be a fraction between 0 and 1, got {top}")
+        ranked = np.sort(values)[::-1]
+        threshold = float(ranked[max(int(round(top * values.size)) - 1, 0)])
+        return values >= threshold, threshold, "top"
+    if runs is None:
+        raise ValueError("the high group needs the runs (or give a threshold or a top fraction)")
+    grouping = group_runs(runs, metric)
+    group = {id(lab.run): lab.group for lab in grouping.labelled}
+    y = np.array([group.get(id(run)) == "high" for run in runs], dtype=bool)
+    if not y.any():
+        raise ValueError("compare found no high group in these runs; give --threshold or --top")
+    return y, float(values[y].min()), "high-group"
+
+
+@dataclass
+class Population:
+    """The labelled runs of a population and their features.
+
+    Attributes:
+        runs / tables: aligned, the runs that have the metric.
+        values: (n,) their final metric.
+        unlabelled: names of the runs without it (not used, listed).
+    """
+
+    metric: str
+    runs: list[Run]
+    tables: list[FeatureTable]
+    values: np.ndarray
+    unlabelled: list[str] = field(default_factory=list)
+
+    def rows(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices of the runs that logged weights at ``step`` (m,), their features (m, F))."""
+        idx, xs = [], []
+        for i, t in enumerate(self.tables):
+            j = int(np.searchsorted(t.steps, step))
+            if j < t.steps.size and t.steps[j] == step:
+                idx.append(i)
+                xs.append(t.values[j])
+        return np.array(idx, dtype=np.int64), (np.vstack(xs) if xs else np.zeros((0, len(FEATURE_NAMES))))
+
+
+def population_features(runs: Sequence[Run], metric: str | None = None) -> Population:
+    """Features and final metric of every run that has the metric (the others are listed as unlabelled)."""
+    chosen = metric
+    labelled, tables, values, unlabelled = [], [], [], []
+    for run in runs:
+        found = final_metric(run, chosen)
+        table = run_features(run)
+        if found is None or not math.isfinite(found[1]) or table.steps.size == 0:
+            unlabelled.append(run.name)
+            continue
+        chosen = chosen or found[0]
+        labelled.append(run)
+        tables.append(table)
+        values.append(found[1])
+    if chosen is None:
+        raise ValueError("no run has a metric to learn from (looked for val_accuracy, eval_accuracy, accuracy, test_accuracy, acc); "
+                         "name one with --metric")
+    return Population(chosen, labelled, tables, np.array(values, dtype=np.float64), unlabelled)
+
+
+def model_steps(pop: Population, y: np.ndarray, max_steps: int = MAX_STEPS) -> list[int]:
+    """The steps that get models: logged by at least half the runs, with both groups present."""
+    counts: dict[int, list[int]] = {}
+    for i, t in enumerate(pop.tables):
+        for s in t.steps.tolist():
+            counts.setdefault(s, []).append(i)
+    need = max(4, math.ceil(0.5 * len(pop.runs)))
+    steps = [s for s, members in sorted(counts.items())
+             if len(members) >= need and 2 <= int(y[members].sum()) <= len(members) - 2]
+    if len(steps) > max_steps:
+        keep = np.unique(np.round(np.linspace(0, len(steps) - 1, max_steps)).astype(int))
+        steps = [steps[i] for i in keep]
+    return steps

@@ -1,0 +1,224 @@
+"""What the loader already parsed, kept next to the runs so the next load reads only new bytes.
+
+One file per run in ``<root>/.weightwatch-cache/<run>-<hash>.wwc``, an open,
+flat layout (no pickle; any language can read it): a sequence of segments,
+each::
+
+    8 bytes   b"WWCACHE1"
+    uint64    n, the length of the JSON header (little endian)
+    n bytes   JSON header (UTF-8, padded with spaces to a multiple of 8)
+    ...       the arrays' raw little-endian bytes, each at an offset aligned to 8
+
+The header holds the cache format and version, the run's name, ``bytes`` (the
+length of the array data that follows) and one entry per event file: name,
+size, mtime_ns, ``start`` and ``end`` (the byte range of the event file this
+segment's arrays were parsed from: ``start`` 0 replaces what earlier segments
+held for the file, otherwise it extends them), ``tail`` (hex of the 16 bytes
+before ``end``, to recognise the same file grown), what was decoded
+(``scalars``, ``histograms``), problems, tag plugins, its tag table (``tags``)
+and ``arrays``: for each :class:`~weightwatch.analysis.loading.columns.Columns` array,
+[dtype, length, offset from the start of the segment's array data]; the
+histograms' edges and counts are stored packed (``h_pack_*``, see
+:func:`~weightwatch.analysis.loading.columns.pack_histograms`: equal-width edges as
+their two ends, integral counts as int32).
+
+A load that finds new bytes appends one segment with just them; a file with
+more than :data:`MAX_SEGMENTS` segments is rewritten whole.
+
+Event files only grow, so a cached file whose size and mtime are unchanged is
+reused as is, and a grown one whose bytes before ``end`` still match is parsed
+from ``end`` on. Anything else (a rewritten or shrunk file, another cache
+version, an unreadable cache) is parsed again from the start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .columns import HISTOGRAM_MODES, Columns, concat, keep_last_histograms, pack_histograms, \
+    unpack_histograms
+
+MAGIC = b"WWCACHE1"
+CACHE_DIR = ".weightwatch-cache"
+CACHE_FORMAT = "weightwatch-load-cache"
+CACHE_VERSION = 2
+TAIL_BYTES = 16
+MAX_SEGMENTS = 16
+
+
+@dataclass
+class FileState:
+    """One event file as far as it was parsed.
+
+    Attributes:
+        name: the event file's name in the run directory.
+        size / mtime_ns: the file's size and modification time when parsed.
+        end: byte offset parsed up to (the start of an incomplete last record, if any).
+        tail: hex of the bytes just before ``end``.
+        scalars / histograms: what was decoded ("all", "last" or "none" histograms).
+        records: records decoded so far.
+        skipped: problems that stay (records skipped for a bad checksum).
+        stop: why reading stopped before the end of the file, if it did.
+        plugins: tag -> TensorBoard plugin name, for tensor summaries.
+        columns: the parsed points.
+    """
+
+    name: str
+    size: int
+    mtime_ns: int
+    end: int
+    tail: str
+    scalars: bool
+    histograms: str
+    records: int = 0
+    skipped: list[str] = field(default_factory=list)
+    stop: list[str] = field(default_factory=list)
+    plugins: dict[str, str] = field(default_factory=dict)
+    columns: Columns = field(default_factory=Columns.empty)
+
+    def covers(self, scalars: bool, histograms: str) -> bool:
+        """Whether this parse decoded at least what is asked for."""
+        return (self.scalars or not scalars) and (
+            HISTOGRAM_MODES.index(self.histograms) >= HISTOGRAM_MODES.index(histograms))
+
+    def meta(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("name", "size", "mtime_ns", "end", "tail", "scalars", "histograms",
+                                               "records", "skipped", "stop", "plugins")}
+
+
+def cache_file(cache_dir: Path, run_name: str) -> Path:
+    """Where a run's cache lives: a readable prefix of its name plus a hash of it.
+
+    >>> cache_file(Path("c"), "sweep/lr=0.1/seed 3").name
+    'sweep_lr_0.1_seed_3-fb6c1fecd3.wwc'
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_name)[-80:].strip("_") or "run"
+    digest = hashlib.sha1(run_name.encode()).hexdigest()[:10]
+    return cache_dir / f"{safe}-{digest}.wwc"
+
+
+def read_tail(path: Path, end: int) -> str:
+    """Hex of the :data:`TAIL_BYTES` bytes before ``end`` in the file at ``path``."""
+    start = max(0, end - TAIL_BYTES)
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        return fh.read(end - start).hex()
+
+
+@dataclass
+class Cached:
+    """A run's cache as read: the file states, how many segments held them, and
+    whether the file is sound (False: rewrite it whole next time)."""
+
+    states: dict[str, FileState] = field(default_factory=dict)
+    segments: int = 0
+    sound: bool = True
+
+
+def load_cache(path: Path, run_name: str) -> Cached:
+    """The cached file states of a run, by event file name (none when there is no usable cache).
+
+    Segments apply in order: an entry starting at byte 0 replaces the file's
+    state, one starting where the state ends extends it; anything else (a
+    partial last segment, segments from two writers at once) is ignored and
+    the cache marked for a rewrite.
+    """
+    out = Cached()
+    try:
+        with open(path, "rb") as fh:
+            data = bytearray(fh.read())  # writable, so the arrays viewing it are too
+    except OSError:
+        return out
+    pos = 0
+    while pos < len(data):
+        try:
+            if data[pos:pos + 8] != MAGIC:
+                raise ValueError("no segment here")
+            (n,) = struct.unpack_from("<Q", data, pos + 8)
+            meta = json.loads(data[pos + 16:pos + 16 + n].decode())
+            if (meta.get("format"), meta.get("version"), meta.get("run")) != (CACHE_FORMAT, CACHE_VERSION,
+                                                                               run_name):
+                return Cached(sound=False)
+            base = pos + 16 + n
+            if base + int(meta["bytes"]) > len(data):
+                raise ValueError("partial segment")
+            for entry in meta["files"]:
+                arrays = {name: np.frombuffer(data, dtype=np.dtype(dt), count=count, offset=base + offset)
+                          for name, (dt, count, offset) in entry.pop("arrays").items()}
+                packed = {k[len("h_pack_"):]: arrays.pop(k) for k in list(arrays) if k.startswith("h_pack_")}
+                arrays["h_edges"], arrays["h_counts"] = unpack_histograms(arrays["h_bins"], packed)
+                cols = Columns(entry.pop("tags"), **{name: arrays[name] for name in Columns.ARRAYS})
+                start = entry.pop("start")
+                prev = out.states.get(entry["name"])
+                if start == 0:
+                    out.states[entry["name"]] = FileState(**entry, columns=cols)
+                elif prev is not None and prev.end == start and (prev.scalars, prev.histograms) == (
+                        entry["scalars"], entry["histograms"]):
+                    joined = concat([prev.columns, cols])
+                    out.states[entry["name"]] = FileState(
+                        **entry, columns=keep_last_histograms(joined) if prev.histograms == "last" else joined)
+                else:
+                    out.sound = False
+            out.segments += 1
+            pos = base + int(meta["bytes"])
+        except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
+            out.sound = False
+            break
+    return out
+
+
+def _segment(run_name: str, entries: list[tuple[FileState, Columns, int]]) -> bytes:
+    """One segment: for each (state, columns, start), the state's metadata and the
+    columns read from byte ``start`` of the event file on."""
+    blobs: list[bytes] = []
+    offset = 0
+    files = []
+    for state, cols, start in entries:
+        layout = {}
+        arrays = {k: v for k, v in cols.arrays().items() if k not in ("h_edges", "h_counts")}
+        arrays.update({f"h_pack_{k}": v for k, v in pack_histograms(cols.h_bins, cols.h_edges, cols.h_counts).items()})
+        for name, arr in arrays.items():
+            dtype = arr.dtype.newbyteorder("<")
+            raw = np.ascontiguousarray(arr, dtype=dtype).tobytes()
+            layout[name] = [dtype.str, int(arr.size), offset]
+            pad = -len(raw) % 8
+            blobs.append(raw + b"\0" * pad)
+            offset += len(raw) + pad
+        files.append({**state.meta(), "start": start, "tags": cols.tags, "arrays": layout})
+    header = json.dumps({"format": CACHE_FORMAT, "version": CACHE_VERSION, "run": run_name, "bytes": offset,
+                         "files": files}).encode()
+    header += b" " * (-len(header) % 8)  # the arrays start 8-aligned
+    return b"".join([MAGIC, struct.pack("<Q", len(header)), header, *blobs])
+
+
+def save_cache(path: Path, run_name: str, states: list[FileState]) -> bool:
+    """Write a run's cache whole, atomically; False (nothing written) when the directory is not writable."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(_segment(run_name, [(s, s.columns, 0) for s in states]))
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def append_cache(path: Path, run_name: str, entries: list[tuple[FileState, Columns, int]]) -> bool:
+    """Append a segment with what is new: (new state, columns read from ``start`` on, start)."""
+    try:
+        with open(path, "ab") as fh:
+            fh.write(_segment(run_name, entries))
+    except OSError:
+        return False
+    return True

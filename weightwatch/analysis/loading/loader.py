@@ -1,0 +1,161 @@
+"""Load many runs at once: find them (:mod:`.find`), load each (:mod:`.one_run`) in worker processes.
+
+>>> result = load_runs("runs/")                     # doctest: +SKIP
+>>> [(run.name, run.scalars["val_accuracy"].last) for run in result.runs]  # doctest: +SKIP
+[('sweep/seed0', 0.93), ...]
+
+Runs are spread over worker processes once the event files together are
+large enough to pay for them (:data:`PARALLEL_MIN_BYTES`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import CACHE_DIR
+from .columns import histogram_mode
+from .find import find_runs, run_name, total_bytes
+from .one_run import LoadStats, load_run
+from .run import Run
+from .wire import warm_up
+
+#: Below this many bytes of event files in all, loading stays in this process.
+PARALLEL_MIN_BYTES = 16 << 20
+
+__all__ = ["LoadResult", "LoadStats", "load_runs"]
+
+
+@dataclass
+class LoadResult:
+    """The loaded runs (sorted by name) and the runs that could not be read at all.
+
+    Attributes:
+        runs: every run with at least one readable event file; problems reading
+            part of it are in ``run.problems``.
+        problems: run name -> messages, for runs that could not be read at all.
+        notes: remarks about the load as a whole (cache not writable, ...).
+        stats: counters, see :class:`LoadStats`.
+    """
+
+    runs: list[Run]
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    stats: LoadStats = field(default_factory=LoadStats)
+
+
+# -- many runs -------------------------------------------------------------------------------------------
+
+def _load_batch(root: Path, run_dirs: list[Path], scalars: bool, histograms: str,
+                cache: bool) -> list[tuple[str, Run | None, list[str], LoadStats, bool]]:
+    out = []
+    for run_dir in run_dirs:
+        name = run_name(root, run_dir)
+        try:
+            run, fatal, stats, saved = load_run(root, run_dir, scalars=scalars, histograms=histograms, cache=cache)
+        except Exception as exc:  # noqa: BLE001 - one bad run must not sink the others; it is reported
+            run, fatal, stats, saved = None, [f"could not be loaded: {type(exc).__name__}: {exc}"], LoadStats(1), True
+        out.append((name, run, fatal, stats, saved))
+    return out
+
+
+def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _pool_context():
+    """fork is cheapest, but unsafe once a framework has started its thread pools."""
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and not any(m in sys.modules for m in ("torch", "tensorflow", "jax")):
+        return mp.get_context("fork")
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="loading runs", unit="run", disable=None if enabled else True, leave=False,
+                file=sys.stderr)
+
+
+def load_runs(root: str | os.PathLike[str], *, scalars: bool = True, histograms: bool | str = True,
+              workers: int | None = None, cache: bool = True, progress: bool = True) -> LoadResult:
+    """Load every run below ``root``.
+
+    Args:
+        root: a directory; every directory below it holding event files is a run.
+        scalars: load scalar tags (weight statistics and the user's metrics).
+        histograms: True for every histogram, "last" for only each tag's latest
+            (what the comparison needs), False for none; records holding
+            histograms that are not wanted are skipped without decoding them.
+        workers: processes to parse in; None for one per CPU, 1 to stay in
+            this process. Small loads stay in this process anyway.
+        cache: reuse and update ``<root>/.weightwatch-cache/``, so a later
+            load only parses bytes appended since.
+        progress: show a progress bar (on a terminal).
+
+    Raises FileNotFoundError when ``root`` is not a directory. Everything else
+    (unreadable, truncated or corrupt files) is reported, not raised: in
+    ``run.problems`` when part of a run was read, in ``problems`` when nothing was.
+
+    With ``runs_dir`` a directory of 24 runs logged by weightwatch:
+
+    >>> result = load_runs(runs_dir, histograms="last", progress=False)
+    >>> len(result.runs), result.problems
+    (24, {})
+    >>> run = result.runs[0]
+    >>> run.scalars["val_accuracy"].steps.tolist(), run.histograms[f"weights/{run.layers[0].name}"].counts.shape[0]
+    ([0, 1, 2, 3], 1)
+    """
+    t0 = time.perf_counter()
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{str(root)!r} is not a directory")
+    mode = histogram_mode(histograms)
+    run_dirs = find_runs(root)
+    result = LoadResult(runs=[], stats=LoadStats(runs=len(run_dirs)))
+    if not run_dirs:
+        return result
+    workers = max(1, min(workers or os.cpu_count() or 1, len(run_dirs)))
+    if workers > 1 and total_bytes(run_dirs) < PARALLEL_MIN_BYTES:
+        workers = 1
+    result.stats.workers = workers
+    outcomes: list[tuple[str, Run | None, list[str], LoadStats, bool]] = []
+    with _progress(len(run_dirs), progress) as bar:
+        if workers == 1:
+            for batch in _batches(run_dirs, 1):
+                outcomes += _load_batch(root, batch, scalars, mode, cache)
+                bar.update(len(batch))
+        else:
+            warm_up()  # compile (or load) the decoder once, before forking
+            size = max(1, min(16, len(run_dirs) // (workers * 8)))
+            with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+                # the runs' arrays come back pickled: a /dev/shm handover measured under 1.5x faster
+                # (benchmarks/RESULTS.md), not worth its code
+                futures = [pool.submit(_load_batch, root, batch, scalars, mode, cache)
+                           for batch in _batches(run_dirs, size)]
+                for future in as_completed(futures):
+                    done = future.result()
+                    outcomes += done
+                    bar.update(len(done))
+    unsaved = 0
+    for name, run, fatal, stats, saved in sorted(outcomes, key=lambda o: o[0]):
+        result.stats.add(stats)
+        unsaved += not saved
+        if run is not None:
+            result.runs.append(run)
+        else:
+            result.problems[name] = fatal
+    if cache and unsaved:
+        result.notes.append(f"could not write the cache in {str(root / CACHE_DIR)!r} for {unsaved} runs "
+                            "(not writable?): the next load parses them again")
+    result.stats.seconds = time.perf_counter() - t0
+    return result

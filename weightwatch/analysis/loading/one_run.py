@@ -1,0 +1,178 @@
+"""Load one run directory: its event files (only the bytes new since the cache), its info, its Run.
+
+Each event file is read in name order (their creation time) a chunk at a time,
+parsed with :mod:`.parse` and cached with :mod:`.cache`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import CACHE_DIR, MAX_SEGMENTS, Cached, FileState, append_cache, cache_file, load_cache, \
+    read_tail, save_cache
+from .columns import HISTOGRAM_MODES, Columns, concat, drop_histograms, keep_last_histograms, to_series
+from .find import RUN_INFO_FILE, is_event_file, run_name
+from .parse import parse_bytes
+from .run import Run
+
+#: Bytes read from an event file at a time.
+CHUNK_BYTES = 16 << 20
+
+
+@dataclass
+class LoadStats:
+    """What a load did. ``bytes_read`` / ``records`` count event file bytes parsed and
+    records decoded (a fully cached run adds 0 to both)."""
+
+    runs: int = 0
+    event_files: int = 0
+    bytes_read: int = 0
+    records: int = 0
+    runs_from_cache: int = 0
+    workers: int = 1
+    seconds: float = 0.0
+
+    def add(self, other: LoadStats) -> None:
+        self.event_files += other.event_files
+        self.bytes_read += other.bytes_read
+        self.records += other.records
+        self.runs_from_cache += other.runs_from_cache
+
+
+
+def _parse_file(path: Path, base: int, scalars: bool, histograms: str, plugins: dict[str, str],
+                stats: LoadStats) -> tuple[list[Columns], int, int, list[str], list[str]]:
+    """Parse ``path`` from byte ``base`` to its end, a chunk at a time.
+
+    Returns (columns, end, records, skipped problems, stop problems).
+    """
+    parts: list[Columns] = []
+    skipped: list[str] = []
+    stop: list[str] = []
+    records = 0
+    chunk = CHUNK_BYTES
+    with open(path, "rb") as fh:
+        while True:
+            fh.seek(base)
+            data = fh.read(chunk)
+            if not data:
+                break
+            stats.bytes_read += len(data)
+            parsed = parse_bytes(data, base, scalars=scalars, histograms=histograms, plugins=plugins)
+            parts.append(parsed.columns)
+            records += parsed.records
+            skipped += parsed.skipped
+            stop = parsed.tail
+            if len(data) < chunk or (parsed.tail and not parsed.truncated):
+                base = parsed.end
+                break  # the end of the file, or a corrupt record nothing after can be trusted past
+            if parsed.end == base:
+                chunk *= 2  # one record longer than the chunk
+            base = parsed.end
+    stats.records += records
+    return parts, base, records, skipped, stop
+
+
+def _update_file(run_dir: Path, name: str, prev: FileState | None, scalars: bool, histograms: str,
+                 stats: LoadStats) -> tuple[FileState, Columns | None, int]:
+    """The file's state after reading whatever is new in it.
+
+    Returns (state, the columns just parsed or None when nothing was, the byte
+    offset they were parsed from: 0 for a parse from the start).
+    """
+    path = run_dir / name
+    st = path.stat()
+    if prev is not None and prev.covers(scalars, histograms):
+        if (st.st_size, st.st_mtime_ns) == (prev.size, prev.mtime_ns):
+            return prev, None, prev.end
+        if st.st_size >= prev.end and read_tail(path, prev.end) == prev.tail:
+            plugins = dict(prev.plugins)
+            parts, end, records, skipped, stop = _parse_file(path, prev.end, prev.scalars, prev.histograms,
+                                                             plugins, stats)
+            new = _reduce(concat(parts), prev.histograms)
+            cols = _reduce(concat([prev.columns, new]), prev.histograms)
+            return FileState(name, st.st_size, st.st_mtime_ns, end, read_tail(path, end), prev.scalars,
+                             prev.histograms, prev.records + records, prev.skipped + skipped, stop, plugins,
+                             cols), new, prev.end
+    if prev is not None:  # parse again, decoding at least what was decoded before
+        scalars = scalars or prev.scalars
+        histograms = HISTOGRAM_MODES[max(HISTOGRAM_MODES.index(histograms), HISTOGRAM_MODES.index(prev.histograms))]
+    plugins: dict[str, str] = {}
+    parts, end, records, skipped, stop = _parse_file(path, 0, scalars, histograms, plugins, stats)
+    cols = _reduce(concat(parts), histograms)
+    return FileState(name, st.st_size, st.st_mtime_ns, end, read_tail(path, end), scalars, histograms, records,
+                     skipped, stop, plugins, cols), cols, 0
+
+
+def _reduce(cols: Columns, histograms: str) -> Columns:
+    return keep_last_histograms(cols) if histograms == "last" else cols
+
+
+def _read_info(run_dir: Path) -> tuple[dict, list[str]]:
+    path = run_dir / RUN_INFO_FILE
+    if not path.exists():
+        return {}, []
+    try:
+        info = json.loads(path.read_text())
+        if not isinstance(info, dict):
+            raise ValueError("not a JSON object")
+        return info, []
+    except (OSError, ValueError) as exc:
+        return {}, [f"{RUN_INFO_FILE} is unreadable ({exc}); architecture and layers unknown"]
+
+
+def load_run(root: Path, run_dir: Path, *, scalars: bool = True, histograms: str = "all", cache: bool = True,
+             ) -> tuple[Run | None, list[str], LoadStats, bool]:
+    """Load one run: (run or None, problems when it could not be read at all, stats, cache written)."""
+    stats = LoadStats(runs=1)
+    name = run_name(root, run_dir)
+    cache_path = cache_file(root / CACHE_DIR, name)
+    cached = load_cache(cache_path, name) if cache else Cached()
+    info, problems = _read_info(run_dir)
+    states: list[FileState] = []
+    news: list[tuple[FileState, Columns, int]] = []
+    fatal: list[str] = []
+    files = sorted(f for f in os.listdir(run_dir) if is_event_file(f) and (run_dir / f).is_file())
+    for fname in files:
+        stats.event_files += 1
+        try:
+            state, new, start = _update_file(run_dir, fname, cached.states.get(fname), scalars, histograms, stats)
+        except OSError as exc:
+            fatal.append(f"{fname}: cannot read it ({exc.strerror or exc})")
+            continue
+        states.append(state)
+        if new is not None or state.meta() != getattr(cached.states.get(fname), "meta", dict)():
+            news.append((state, new if new is not None else Columns.empty(), start))
+        problems += [f"{fname}: {p}" for p in state.skipped + state.stop]
+    gone = set(cached.states) - {s.name for s in states}
+    if not news and not gone and states:
+        stats.runs_from_cache = 1
+    if not states or not any(s.records for s in states):
+        why = fatal or [f"{s.name}: no readable record" + (f" ({'; '.join(s.stop)})" if s.stop else "")
+                        for s in states] or ["no event file could be read"]
+        return None, why + problems, stats, False
+    saved = True
+    if cache and (news or gone or not cached.sound):
+        rewritten = any(start == 0 and state.name in cached.states for state, _, start in news)
+        if gone or rewritten or not cached.sound or not cached.states or cached.segments >= MAX_SEGMENTS:
+            saved = save_cache(cache_path, name, states)
+        else:
+            saved = append_cache(cache_path, name, news)
+    cols = concat([s.columns for s in states])
+    if histograms == "none":
+        cols = drop_histograms(cols)
+    elif histograms == "last":
+        cols = keep_last_histograms(cols)
+    if not scalars:
+        cols = _drop_scalars(cols)
+    series, hists = to_series(cols)
+    return Run(name, run_dir, info, series, hists, fatal + problems), [], stats, saved
+
+
+def _drop_scalars(cols: Columns) -> Columns:
+    empty = Columns.empty()
+    return Columns(cols.tags, empty.s_tag, empty.s_step, empty.s_value, cols.h_tag, cols.h_step, cols.h_bins,
+                   cols.h_edges, cols.h_counts)

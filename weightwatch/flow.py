@@ -1,0 +1,266 @@
+"""Which layer's output feeds which layer's input, and the complex-network outgoing term.
+
+The signed (CNT) node strength of La Malfa et al. 2021 adds to each node the
+signed sum of the weights that leave it. Which weights those are is a matter
+of the network's data flow, found by the integrations (torch.fx or forward
+hooks for PyTorch, the functional graph for Keras) and handed here as a
+:class:`Flow`: a list of :class:`Edge`, each saying, for every input unit of
+a consumer layer, which output *unit* of a producer layer it reads.
+
+Units. A linear layer's units are its output neurons ``0 .. out - 1``. A
+convolution's units are its (channel, position) outputs, numbered
+``c * P + p`` with ``p`` the row-major index over its output's spatial axes
+(PyTorch's C, H, W flatten order) and ``P`` the number of positions; its
+*nodes* are the channels (see :mod:`weightwatch.layers`).
+
+Consumer input units. A linear consumer has ``in`` of them, one per column of
+its (out, in) kernel. A convolution consumer has ``C_in * S`` of them (its
+input's channels times spatial positions); the weight leaving input unit
+(c, y) is the sum of every kernel weight that touches it in the unrolled
+convolution, which depends on stride, padding, dilation and groups
+(:func:`conv_input_sums`, the graph La Malfa et al.'s ``Convolution.py``
+builds by loops).
+
+Several consumers add up: a unit read by two layers (a residual stream, a
+projection shared by two heads) gets the sum of both outgoing terms.
+
+Pure numpy; no framework import.
+"""
+
+from __future__ import annotations
+
+import string
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .layers import LayerInfo, LayerTensors
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """How a convolution consumer reads its input, per spatial axis.
+
+    Attributes:
+        stride / dilation: per spatial axis.
+        pad_before: zero rows added before the first input position (the
+            padding after follows from ``output_spatial``).
+        groups: channel groups; input channel c belongs to group c // (C_in / groups).
+        input_spatial / output_spatial: the spatial shapes it reads and writes.
+    """
+
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pad_before: tuple[int, ...]
+    groups: int
+    input_spatial: tuple[int, ...]
+    output_spatial: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Edge:
+    """``producer``'s output reaches ``consumer``'s input.
+
+    Attributes:
+        units: int array shaped like the consumer's input units ((in,) for a
+            linear consumer, (C_in, *input_spatial) for a convolution, (C_in,)
+            for a convolution whose geometry is unknown): the producer unit
+            each one reads, or -1 for those fed by something else. A linear
+            consumer applied to tokens that read different units (a conv map
+            read as a sequence) has (tokens, in): column f counts once per token.
+        pooled: the path went through a pooling, which mixes positions:
+            ``units`` then holds producer *channels*, and every position of a
+            channel gets the mean of the outgoing weights of that channel.
+        norms: the normalisation layers passed on the way, as (norm layer
+            name, index into its scale vector for each consumer input unit,
+            -1 where it does not apply); their scale is folded into the
+            outgoing weights when asked (see :func:`outgoing_terms`).
+    """
+
+    producer: str
+    consumer: str
+    units: np.ndarray
+    pooled: bool = False
+    norms: tuple[tuple[str, np.ndarray], ...] = ()
+
+
+@dataclass
+class Flow:
+    """The data flow between a model's layers, found once before include / exclude.
+
+    Attributes:
+        edges: every producer -> consumer link.
+        positions: output positions P of each convolution (1 when unknown).
+        geometry: how each convolution consumer reads its input.
+        method: how it was found: ``fx``, ``hooks``, ``keras``, ``order``.
+        lost: operations where some units could not be followed (their
+            producers get no outgoing term through that path).
+    """
+
+    edges: list[Edge] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict)
+    geometry: dict[str, ConvGeometry] = field(default_factory=dict)
+    method: str = "order"
+    lost: list[str] = field(default_factory=list)
+
+    def consumers(self, producer: str) -> list[Edge]:
+        return [e for e in self.edges if e.producer == producer]
+
+    def pairs(self) -> dict[str, list[str]]:
+        """producer -> its consumers, in the order found."""
+        out: dict[str, list[str]] = {}
+        for e in self.edges:
+            if e.consumer not in out.setdefault(e.producer, []):
+                out[e.producer].append(e.consumer)
+        return out
+
+    def needed(self) -> set[str]:
+        """Layers whose current values the outgoing terms read (consumers and norms)."""
+        return {e.consumer for e in self.edges} | {n for e in self.edges for n, _ in e.norms}
+
+
+def order_flow(layers: Sequence[LayerInfo]) -> Flow:
+    """The fallback when the data flow cannot be traced: registration order.
+
+    Among ``linear`` and ``conv`` layers, each feeds the next one when the
+    shapes agree (its nodes equal the next one's inputs, or a conv feeds a
+    linear whose inputs are a multiple of its channels, through a flatten in
+    C, H, W order). A convolution consumer is read per channel (its geometry
+    is unknown). Attention projections are not chained.
+    """
+    flow = Flow(method="order")
+    chain = [layer for layer in layers if layer.kind in ("linear", "conv")]
+    for prev, nxt in zip(chain, chain[1:]):
+        if nxt.inputs == prev.nodes:
+            flow.edges.append(Edge(prev.name, nxt.name, np.arange(prev.nodes), pooled=prev.kind == "conv"))
+        elif prev.kind == "conv" and nxt.kind == "linear" and nxt.inputs % prev.nodes == 0:
+            flow.positions[prev.name] = nxt.inputs // prev.nodes
+            flow.edges.append(Edge(prev.name, nxt.name, np.arange(nxt.inputs)))
+    return flow
+
+
+def fallback(model: str, reason: BaseException, layers: Sequence[LayerInfo]) -> Flow:
+    """:func:`order_flow`, with the one warning that says why, naming the model."""
+    warnings.warn(f"weightwatch: could not trace the data flow of {model} ({type(reason).__name__}: {reason}); "
+                  "the complex-network strength pairs layers in registration order instead "
+                  "(see docs/node-strength.md)", RuntimeWarning, stacklevel=3)
+    return order_flow(layers)
+
+
+def warn_lost(model: str, flow: Flow) -> Flow:
+    """One warning naming the operations the tracer could not follow, if any; returns ``flow``."""
+    if flow.lost:
+        warnings.warn(f"weightwatch: in {model}, the data flow could not be followed through {flow.lost}: "
+                      "layers feeding them get no outgoing term through that path", RuntimeWarning, stacklevel=3)
+    return flow
+
+
+# -- the weights leaving each input unit of a consumer ----------------------------------------
+def _host(x: Any) -> np.ndarray:
+    from .ops import to_numpy  # ops imports no flow: no cycle
+
+    return np.asarray(to_numpy(x), dtype=np.float64)
+
+
+def host_vector(x: Any) -> np.ndarray:
+    """A small array (a norm's scale vector) as a flat float64 numpy array."""
+    return _host(x).reshape(-1)
+
+
+def kernel_input_sums(kernel: Any, kind: str, groups: int = 1) -> np.ndarray:
+    """Signed sum over a kernel's output units, per input unit and kernel offset.
+
+    Args:
+        kernel: (out, in) for a linear layer, (C_out, C_in / groups, *k) for a conv,
+            any array type with ``reshape`` and ``sum`` (summed where it lives).
+    Returns:
+        (in,) or (C_in, *k), float64.
+    """
+    # non-finite weights are left out, as in every other statistic
+    if hasattr(kernel, "nan_to_num"):  # torch: summed where it lives
+        kernel = kernel.nan_to_num(0.0, 0.0, 0.0)
+    else:
+        kernel = _host(kernel)
+        kernel = np.where(np.isfinite(kernel), kernel, 0.0)
+    if kind != "conv":
+        return _host(kernel.sum(0))
+    shape = tuple(kernel.shape)
+    per_group = kernel.reshape(groups, shape[0] // groups, *shape[1:]).sum(1)  # (g, C_in / g, *k)
+    return _host(per_group).reshape(shape[1] * groups, *shape[2:])
+
+
+def _hits(k: int, geometry: ConvGeometry, axis: int) -> np.ndarray:
+    """(k, S) 0/1: whether kernel offset i touches input position y along ``axis``."""
+    size, out = geometry.input_spatial[axis], geometry.output_spatial[axis]
+    s, d, p = geometry.stride[axis], geometry.dilation[axis], geometry.pad_before[axis]
+    hits = np.zeros((k, size))
+    for i in range(k):
+        y = np.arange(out) * s - p + i * d
+        hits[i, y[(y >= 0) & (y < size)]] = 1.0
+    return hits
+
+
+def conv_input_sums(sums: np.ndarray, geometry: ConvGeometry | None) -> np.ndarray:
+    """The weight leaving each input unit of a convolution in its unrolled graph.
+
+    Args:
+        sums: (C_in, *k) from :func:`kernel_input_sums`.
+    Returns:
+        (C_in, *input_spatial): for input unit (c, y), the sum of the kernel
+        weights of every output (all channels, all positions) that reads it,
+        i.e. ``conv_transpose(ones(output), W)``. Without geometry: (C_in,),
+        the whole kernel summed per input channel.
+    """
+    if geometry is None:
+        return sums.reshape(sums.shape[0], -1).sum(axis=1)
+    n = sums.ndim - 1
+    letters = string.ascii_lowercase
+    k_axes, s_axes = letters[:n], letters[n:2 * n]
+    spec = "z" + k_axes + "," + ",".join(k + s for k, s in zip(k_axes, s_axes)) + "->z" + s_axes
+    return np.einsum(spec, sums, *(_hits(sums.shape[1 + a], geometry, a) for a in range(n)))
+
+
+def consumer_input_sums(info: LayerInfo, tensors: LayerTensors, geometry: ConvGeometry | None) -> np.ndarray:
+    """The signed outgoing weight of each input unit of ``info``, shaped like its edges' ``units``."""
+    if info.kind == "conv":
+        groups = geometry.groups if geometry is not None else 1
+        return conv_input_sums(kernel_input_sums(tensors.kernel, "conv", groups), geometry)
+    return kernel_input_sums(tensors.kernel, "linear")
+
+
+def outgoing_terms(flow: Flow, producer: LayerInfo, sums: Mapping[str, np.ndarray],
+                   scales: Mapping[str, np.ndarray], fold_norm_scale: bool) -> np.ndarray | None:
+    """The outgoing term of each unit of ``producer``, summed over its consumers.
+
+    Args:
+        sums: consumer name -> :func:`consumer_input_sums` of it.
+        scales: norm layer name -> its scale vector (gamma), used when ``fold_norm_scale``.
+    Returns:
+        (nodes * P,) in unit order (``c * P + p``), or None when nothing consumes it.
+    """
+    edges = flow.consumers(producer.name)
+    if not edges:
+        return None
+    positions = flow.positions.get(producer.name, 1)
+    units = producer.nodes * positions
+    total = np.zeros(units)
+    for edge in edges:
+        weights = np.array(sums[edge.consumer], dtype=np.float64).reshape(-1)
+        if edge.units.size != weights.size:  # a linear consumer read per token: its columns once per row
+            weights = np.tile(weights, edge.units.size // weights.size)
+        if fold_norm_scale:
+            for norm, index in edge.norms:
+                index = index.reshape(-1)
+                weights = weights * np.where(index >= 0, scales[norm][np.maximum(index, 0)], 1.0)
+        read = edge.units.reshape(-1)
+        ok = read >= 0
+        if edge.pooled:
+            per_channel = np.bincount(read[ok], weights=weights[ok], minlength=producer.nodes)
+            per_channel = per_channel / np.maximum(np.bincount(read[ok], minlength=producer.nodes), 1)
+            total += np.repeat(per_channel[:producer.nodes], positions)
+        else:
+            total += np.bincount(read[ok], weights=weights[ok], minlength=units)[:units]
+    return total
