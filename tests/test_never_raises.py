@@ -74,12 +74,18 @@ def test_full_disk_drops_that_log_and_resumes(tmp_path, monkeypatch):
     ww = WeightWatch(model, run, strict=False)
     real_write = ww.recorder.writer._file.write
 
-    def flaky(epoch):  # ENOSPC at epoch 1 after half a buffer reached the disk: a torn record
-        def write(data):
+    def flaky(epoch):  # ENOSPC for epoch 1's write, after half of it reached the disk: a torn record
+        if epoch != 1:
+            return
+        failed = []
+
+        def write(data):  # fails once (the writer thread writes epoch 1 after log(1) returned), then heals
+            if failed:
+                return real_write(data)
+            failed.append(True)
             real_write(bytes(data[: len(data) // 2]))
             raise OSError(errno.ENOSPC, "No space left on device", str(ww.recorder.writer.path))
-        monkeypatch.setattr(ww.recorder.writer, "_file", _FileWith(ww.recorder.writer._file,
-                                                                     write if epoch == 1 else real_write))
+        monkeypatch.setattr(ww.recorder.writer, "_file", _FileWith(ww.recorder.writer._file, write))
     said = train(model, ww, before_log=flaky)
     assert len(said) == 1 and "No space left" in said[0] and "resumes" in said[0]
     assert steps(run) == [0, 2, 3]  # epoch 1 lost, nothing torn: TensorBoard reads every later record

@@ -138,6 +138,7 @@ class Recorder:
                 self._background.close()
             except OSError:
                 pass
+        self._sketch_error = None  # a sketch lost with the old directory is not a new problem
         self.writer = EventFileWriter(self.log_dir)
         self._write_run_info()
         self.writer.write_summary(summaries.custom_scalars_summary([layer.name for layer in self.layers]), step=0)
