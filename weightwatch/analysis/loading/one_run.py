@@ -148,7 +148,8 @@ def load_run(name: str, run_dir: Path, *, scalars: bool = True, histograms: str 
     if not states or not any(s.records for s in states):
         why = fatal or [f"{s.name}: no readable record" + (f" ({'; '.join(s.stop)})" if s.stop else "")
                         for s in states] or ["no event file could be read"]
-        return None, why + problems, stats, False
+        said = {f"{s.name}: {m}" for s in states for m in s.stop}  # already in ``why``
+        return None, why + [p for p in problems if p not in said], stats, True  # nothing to cache
     saved = True
     if cache_path is not None and (news or gone or not cached.sound):
         rewritten = any(start == 0 and state.name in cached.states for state, _, start in news)

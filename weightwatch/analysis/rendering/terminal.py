@@ -57,7 +57,7 @@ def print_terminal(c: Comparison, console: Any = None) -> None:
     skipped = len(c.skipped)
     console.print(f"[bold]{labelled} runs[/bold] under {escape(printable(c.where))} grouped by final {c.metric_label}, "
                   f"{skipped} skipped ({c.loaded.stats.seconds:.1f} s to load, {c.loaded.stats.runs_from_cache} "
-                  "from cache)", markup=True, highlight=False)
+                  "from cache)", markup=True, highlight=False, soft_wrap=True)
     t = Table(title=f"Runs per group (final {c.metric_label}), as in the paper's Table 2")
     for col in ("Family", "Group", "Runs", "Min", "Median", "Max"):
         t.add_column(col, justify="right" if col in ("Runs", "Min", "Median", "Max") else "left")
@@ -82,11 +82,12 @@ def print_terminal(c: Comparison, console: Any = None) -> None:
     if non:
         console.print(f"[bold]{len(non)} runs did not converge[/bold]:")
         for lab in non[:10]:
-            console.print(f"  {printable(lab.name)}: {'; '.join(lab.reasons)}", markup=False, highlight=False)
+            console.print(f"  {printable(lab.name)}: {'; '.join(lab.reasons)}", markup=False, highlight=False,
+                          soft_wrap=True)
         if len(non) > 10:
             console.print(f"  ... and {len(non) - 10} more (see --json)")
     for w in c.warnings:
-        console.print(f"[yellow]note:[/yellow] {escape(printable(w))}")
+        console.print(f"[yellow]note:[/yellow] {escape(printable(w))}", soft_wrap=True)
     skipped = c.skipped
     if skipped:
         console.print(f"[yellow]{len(skipped)} runs skipped:[/yellow]")
@@ -94,7 +95,7 @@ def print_terminal(c: Comparison, console: Any = None) -> None:
     others = {name: messages for name, messages in c.problems.items() if name not in skipped}
     if others:
         console.print(f"[yellow]{len(others)} runs with problems:[/yellow]")
-        console.print(problem_lines(others), markup=False, highlight=False)
+        console.print(problem_lines(others), markup=False, highlight=False, soft_wrap=True)
     if c.report:
         console.print(f"report: {c.report} ({len(c.figures)} figures)")
     if c.tensorboard and c.out:
