@@ -39,10 +39,13 @@ def run(args: argparse.Namespace) -> int:
         return fail("classify", f"cannot read the reference {args.reference!r}: {exc.strerror or exc}", EXIT_USAGE)
     verdict = classify(paths, reference, step=args.step, cache=not args.no_cache)
     for problem in verdict.problems:
-        print(f"weightwatch classify: skipped {printable(problem)}", file=sys.stderr)
+        kind = "" if problem.startswith("no run found") else "skipped "
+        print(f"weightwatch classify: {kind}{printable(problem)}", file=sys.stderr)
     if args.json:
         print(json.dumps(json_safe([p.to_json() for p in verdict.predictions]), indent=1))
     elif verdict.predictions:
         print(format_predictions(verdict.predictions))
         print(f"{len(verdict.predictions)} runs classified, {len(verdict.problems)} skipped")
-    return EXIT_OK if verdict.predictions else fail("classify", "no run could be classified", EXIT_NOTHING)
+    if verdict.predictions:
+        return EXIT_OK
+    return EXIT_NOTHING if verdict.problems else fail("classify", "no run could be classified", EXIT_NOTHING)

@@ -170,6 +170,9 @@ def read_reference(path: str | Path) -> tuple[dict[str, Any], list[StepModels]]:
     path = Path(path)
     try:
         size = path.stat().st_size
+    except OSError as exc:
+        raise ReferenceFileError(f"cannot read the reference {str(path)!r}: {exc.strerror or exc}") from None
+    try:
         if size > MAX_FILE_BYTES:
             raise ReferenceFileError(f"{str(path)!r} is {size} bytes, larger than any reference "
                                      f"({MAX_FILE_BYTES} at most): refused")

@@ -29,7 +29,8 @@ table.sortable th[aria-sort=ascending]::after { content: " \\25B2"; }
 table.sortable th[aria-sort=descending]::after { content: " \\25BC"; }
 """
 
-#: Sorts a table.sortable by the clicked column: numbers by data-value, text otherwise; click again to reverse.
+#: Sorts a table.sortable by the clicked column: numbers by data-value, text by code points (the same order
+#: everywhere, whatever the locale); click again to reverse.
 _SORT_SCRIPT = """
 document.querySelectorAll("table.sortable").forEach(function (table) {
   table.querySelectorAll("th").forEach(function (th, col) {
@@ -43,7 +44,7 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
         return v === null ? cell.textContent : parseFloat(v);
       }
       rows.sort(function (a, b) {
-        var x = key(a), y = key(b), c = typeof x === "number" ? x - y : x.localeCompare(y);
+        var x = key(a), y = key(b), c = typeof x === "number" ? x - y : (x < y ? -1 : x > y ? 1 : 0);
         return down ? -c : c;
       });
       rows.forEach(function (row) { body.appendChild(row); });
