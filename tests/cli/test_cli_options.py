@@ -188,3 +188,22 @@ def test_json_mode_prints_json_even_on_errors(tmp_path, capsys):
     code, result, _ = compare_json(capsys, str(tmp_path / "gone"), "--out", str(tmp_path / "r"))
     assert code == 2 and "does not exist" in result["error"]
     json.dumps(result)
+
+
+def test_ctrl_c_while_fit_writes_the_reference_leaves_no_file(runs, tmp_path, capsys, monkeypatch):
+    import zipfile
+
+    root, _ = runs
+    real = zipfile.ZipFile.writestr
+    calls = []
+
+    def interrupt(self, name, data, *args, **kwargs):
+        calls.append(name)
+        if len(calls) == 3:  # part of the archive written
+            raise KeyboardInterrupt
+        return real(self, name, data, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", interrupt)
+    assert main(["fit", str(root), "-o", str(tmp_path / "ref.ww"), "--cv", "2", "--no-baseline"]) == 130
+    assert capsys.readouterr().err.endswith("weightwatch fit: interrupted; no partial output was left\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]

@@ -54,6 +54,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import time
 import zipfile
 import zlib
@@ -109,14 +110,18 @@ def write_reference(info: Mapping[str, Any], steps: Sequence[StepModels], path: 
             entry[role] = {**{k: v for k, v in model.meta.items() if k != "arrays"}, "arrays": keys}
         entries.append(entry)
     doc = {**info, "format": FORMAT, "version": VERSION, "steps": entries}
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(JSON_MEMBER, json.dumps(json_safe(doc), indent=1, allow_nan=False))
-        for key, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
-            zf.writestr(f"{ARRAY_PREFIX}{key}.npy", buf.getvalue())
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:  # complete or not at all: an error or Ctrl-C leaves no partial file
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(JSON_MEMBER, json.dumps(json_safe(doc), indent=1, allow_nan=False))
+            for key, arr in arrays.items():
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+                zf.writestr(f"{ARRAY_PREFIX}{key}.npy", buf.getvalue())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
