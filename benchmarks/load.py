@@ -148,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from weightwatch.analysis import load_runs
-    from weightwatch.analysis.loading.cache import CACHE_DIR
 
     root = args.dir or Path(tempfile.gettempdir()) / f"weightwatch-bench-{args.runs}x{args.epochs}x{args.layers}"
     stamp = root / "population.json"
@@ -163,11 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     size = sum(p.stat().st_size for p in root.rglob("*tfevents*"))
     print(f"population: {args.runs} runs, {size / 1e6:.0f} MB of event files in {root}", file=sys.stderr)
 
+    cache_dir = root.with_name(root.name + "-cache")
+    os.environ.setdefault("WEIGHTWATCH_CACHE_MAX_BYTES", str(1 << 40))  # measure the cache, not its eviction
+
     def load(**kw):
-        return load_runs(root, progress=False, workers=args.workers, **kw)
+        return load_runs(root, progress=False, workers=args.workers, **{"cache": cache_dir, **kw})
 
     def first():
-        shutil.rmtree(root / CACHE_DIR, ignore_errors=True)
+        shutil.rmtree(cache_dir, ignore_errors=True)
         return load()
 
     load_before = os.getloadavg()

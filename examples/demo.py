@@ -26,6 +26,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # the population generator
 
 import populations  # noqa: E402
 
+from weightwatch.analysis import logdir_spec  # noqa: E402
 from weightwatch.cli import main as weightwatch  # noqa: E402
 
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0:
         return code
     print(f"\nthe report: {args.out / 'index.html'}")
-    print(f"the population in TensorBoard: tensorboard --logdir {args.log_dir}")
+    print(f"the runs and the population in TensorBoard: {logdir_spec([args.log_dir], args.out)}")
     return 0
 
 

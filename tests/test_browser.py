@@ -173,3 +173,56 @@ def test_html_report_opens_with_every_image_and_no_console_error(report):
     assert not log.errors and not [t for kind, t in log.console if kind == "error"], (log.errors, log.console)
     assert "Runs per group" in body
     assert all(name in shown for name in names)
+
+
+@pytest.fixture(scope="module")
+def predicted_report(tmp_path_factory, chromium):
+    """``weightwatch compare --reference`` (a reference fitted on the same population): (browser, report folder,
+    the predictions compare printed as JSON)."""
+    import contextlib
+    import io
+    import json
+
+    import populations
+    from weightwatch.analysis import fit
+    from weightwatch.cli import main
+
+    root, _ = populations.shared_population(tmp_path_factory)
+    out = tmp_path_factory.mktemp("predicted")
+    fit(root, cv=2, baseline=False).reference.save(out / "reference.ww")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["compare", str(root), "--out", str(out / "report"), "--no-tensorboard", "--json",
+                     "--reference", str(out / "reference.ww")]) == 0
+    return chromium, out / "report", json.loads(buf.getvalue())["predictions"]
+
+
+def test_html_report_shows_the_predictions_sortable_by_clicking_a_header(predicted_report):
+    b, out, predictions = predicted_report
+    log = PageLog()
+    page = open_page(b, (out / "index.html").as_uri(), log)
+    page.wait_for_load_state("load")
+    table = page.locator("table#predictions")
+
+    def rows() -> list[list[str]]:
+        return table.evaluate("t => Array.from(t.tBodies[0].rows).map(r => Array.from(r.cells).map("
+                              "c => c.textContent))")
+
+    shown = rows()
+    assert [r[0] for r in shown] == [p["run"] for p in predictions]  # every run, in compare's order
+    for row, p in zip(shown, predictions):
+        assert float(row[1]) == pytest.approx(p["p_optimal"], abs=5e-4) and row[3] == p["group"]
+        assert all(d["feature"] in row[4] for d in p["drivers"])
+    table.locator("th", has_text="P(optimal)").click()
+    ascending = [float(r[1]) for r in rows()]
+    table.locator("th", has_text="P(optimal)").click()
+    descending = [float(r[1]) for r in rows()]
+    table.locator("th", has_text="Run").click()
+    by_name = [r[0] for r in rows()]
+    images = page.evaluate("() => Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+    page.close()
+    want = sorted(round(p["p_optimal"], 3) for p in predictions)
+    assert ascending == want and descending == want[::-1]
+    assert by_name == sorted(p["run"] for p in predictions)
+    assert images and all(images), "an image did not load"
+    assert not log.errors and not [t for kind, t in log.console if kind == "error"], (log.errors, log.console)

@@ -18,7 +18,11 @@ The public API; everything a script needs is importable from here::
   and :func:`load_reference`, used by the integrations.
 - What the commands print: :func:`print_terminal` / :func:`to_json` (a
   comparison), :func:`format_fit`, :func:`format_predictions`,
-  :func:`format_prediction_table`, and :func:`json_safe` for strict JSON.
+  :func:`format_prediction_table`, :func:`skipped_lines`, and :func:`json_safe`
+  for strict JSON; :func:`printable` (a name for one terminal line);
+  :func:`logdir_spec` (the TensorBoard command showing runs and report together).
+- The command line's checks: :func:`expand_roots` (paths and glob patterns to
+  directories), :func:`check_writable` (an output directory).
 
 The layout is described in docs/architecture.md.
 """
@@ -31,11 +35,14 @@ from .classification.live import P_OPTIMAL, PREDICTED, LiveScorer, Score, StopRu
 from .classification.reference import Driver, Prediction, Reference, load_reference
 from .classification.reffile import ReferenceFileError, json_safe
 from .comparison.compare import Comparison, Figure, NothingToCompare
+from .loading.find import expand_roots, printable
 from .loading.loader import LoadResult, LoadStats, load_runs
 from .loading.metric import METRIC_NAMES, final_metric, find_metric
 from .loading.run import HistogramSeries, Run, Series
+from .rendering.output import check_writable
 from .rendering.report import compare
-from .rendering.terminal import print_terminal, to_json
+from .rendering.tbexport import logdir_spec
+from .rendering.terminal import print_terminal, skipped_lines, to_json
 from .rendering.verdicts import format_fit, format_prediction_table, format_predictions
 
 __all__ = [
@@ -52,4 +59,7 @@ __all__ = [
     "LiveScorer", "Score", "StopRule", "stop_rule", "P_OPTIMAL", "PREDICTED",
     # what the commands print
     "print_terminal", "to_json", "format_fit", "format_predictions", "format_prediction_table", "json_safe",
+    "skipped_lines", "printable", "logdir_spec",
+    # the command line's checks
+    "expand_roots", "check_writable",
 ]

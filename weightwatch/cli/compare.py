@@ -1,19 +1,24 @@
-"""``weightwatch compare PATH``: group a population, test the claim, write the report."""
+"""``weightwatch compare PATH...``: group a population, test the claim, write the report."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
+from .common import EXIT_NOTHING, EXIT_OK, EXIT_USAGE, add_load_options, fail, writable_dir
+
 
 def thresholds(text: str) -> tuple[float, float]:
-    """``--thresholds A,B`` as (A, B)."""
+    """``--thresholds A,B`` as (A, B): two finite numbers, A <= B."""
     try:
         a, b = (float(x) for x in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected two numbers 'a,b' (low < a <= mid < b <= high), got {text!r}")
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise argparse.ArgumentTypeError(f"thresholds must be finite numbers, got {text!r}")
     if a > b:
         raise argparse.ArgumentTypeError(f"thresholds must be increasing, got {a} > {b}")
     return a, b
@@ -22,52 +27,65 @@ def thresholds(text: str) -> tuple[float, float]:
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare", help="group a population of runs by final accuracy and compare their weights",
-        description="Load every run under PATH, group the runs (non / low / mid / high) per architecture "
-                    "family, print the table and the dispersion test, and write figures, index.html and a "
-                    "TensorBoard view of the population.")
-    p.add_argument("path", type=Path, metavar="PATH", help="a directory of runs (any depth)")
-    p.add_argument("--metric", help="scalar tag of the final performance (default: val_accuracy, accuracy, "
-                                    "test_accuracy or acc, the first found)")
+        description="Load every run under PATH (one or several directories or glob patterns; symbolic links "
+                    "followed), group the runs (non / low / mid / high) per architecture family, print the table "
+                    "and the dispersion test, and write figures, index.html and a TensorBoard view of the "
+                    "population into --out. Nothing is written into PATH.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="directories of runs (any depth), or glob patterns")
+    p.add_argument("--metric", help="scalar tag of the final performance (default: val_accuracy, eval_accuracy, "
+                                    "accuracy, test_accuracy or acc, the first found)")
     p.add_argument("--thresholds", type=thresholds, metavar="A,B",
                    help="group boundaries on the metric instead of clustering: low < A <= mid < B <= high")
-    p.add_argument("--out", type=Path, default=Path("report"), help="where figures and index.html go "
-                                                                     "(default: ./report)")
+    p.add_argument("--out", type=Path, default=Path("report"),
+                   help="where figures, index.html and the TensorBoard view go (default: ./report)")
     p.add_argument("--json", action="store_true", help="print the table, groups and test as JSON on stdout")
     p.add_argument("--no-figures", action="store_true", help="skip the figures (index.html still written)")
     p.add_argument("--no-tensorboard", action="store_true",
-                   help="do not write the population's images and projector under PATH")
-    p.add_argument("--no-cache", action="store_true", help="parse every event file again, write no cache")
-    p.add_argument("--workers", type=int, default=None, help="loader processes (default: one per CPU)")
+                   help="do not write the population's TensorBoard view (--out/weightwatch-population)")
+    add_load_options(p)
     p.add_argument("--reference", type=Path, help="also classify every run with this reference (weightwatch fit)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from weightwatch.analysis import NothingToCompare, ReferenceFileError, compare, format_prediction_table, \
-        load_reference, print_terminal, to_json
+    from weightwatch.analysis import NothingToCompare, ReferenceFileError, compare, expand_roots, \
+        format_prediction_table, load_reference, print_terminal, skipped_lines, to_json
 
+    def error(message: str, code: int) -> int:
+        if args.json:
+            print(json.dumps({"error": message}, indent=1))
+        return fail("compare", message, code)
+
+    try:
+        roots = expand_roots(args.paths)
+    except FileNotFoundError as exc:
+        return error(str(exc), EXIT_USAGE)
+    if (code := writable_dir("compare", "--out", args.out)) is not None:
+        return code
     reference = None
     if args.reference is not None:  # read it first: a bad file fails fast
         try:
             reference = load_reference(args.reference)
         except (ReferenceFileError, OSError) as exc:
-            print(f"weightwatch compare: {exc}", file=sys.stderr)
-            return 1
+            return error(str(exc) if isinstance(exc, ReferenceFileError) else
+                         f"cannot read the reference {str(args.reference)!r}: {exc.strerror or exc}", EXIT_USAGE)
     try:
-        result = compare(args.path, metric=args.metric, thresholds=args.thresholds, out=args.out,
+        result = compare(roots, metric=args.metric, thresholds=args.thresholds, out=args.out,
                          figures=not args.no_figures, tensorboard=not args.no_tensorboard,
                          workers=args.workers, cache=not args.no_cache, progress=not args.json,
                          reference=reference)
-    except (NothingToCompare, FileNotFoundError) as exc:
-        message = str(exc) if isinstance(exc, NothingToCompare) else f"{str(args.path)!r} is not a directory"
-        if args.json:
-            print(json.dumps({"error": message}, indent=1))
-        print(f"weightwatch compare: {message}", file=sys.stderr)
-        return 1
+    except NothingToCompare as exc:
+        return error(str(exc), EXIT_NOTHING)
+    except FileNotFoundError as exc:  # a root removed while loading
+        return error(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        return error(f"cannot write the report into {str(args.out)!r}: {exc.strerror or exc}", EXIT_USAGE)
     if args.json:
+        for line in skipped_lines(result.skipped):
+            print(f"weightwatch compare:{line[1:]}", file=sys.stderr)
         print(json.dumps(to_json(result), indent=1))
     else:
         print_terminal(result)
         if result.predictions is not None:
             print(f"\nprediction by {args.reference}:\n{format_prediction_table(result.predictions)}")
-    return 0
+    return EXIT_OK

@@ -1,4 +1,4 @@
-"""``weightwatch fit PATH -o reference.ww``: learn from labelled runs to tell the optimal ones."""
+"""``weightwatch fit PATH... -o reference.ww``: learn from labelled runs to tell the optimal ones."""
 
 from __future__ import annotations
 
@@ -7,49 +7,80 @@ import json
 import sys
 from pathlib import Path
 
+from .common import EXIT_NOTHING, EXIT_OK, EXIT_USAGE, add_load_options, fail, finite_float, positive_int, \
+    writable_dir
+
+
+def fraction(text: str) -> float:
+    """``--top F``: 0 < F <= 1."""
+    value = finite_float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    return value
+
+
+def folds(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"cross-validation needs at least 2 folds, got {value}")
+    return value
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="learn from labelled runs to tell the optimal ones by their weights",
-                       description="Fit a reference (models per logged step) on the runs under PATH and print "
-                                   "its cross-validated quality; see docs/classify.md.")
-    p.add_argument("path", help="directory holding the labelled runs (any depth)")
-    p.add_argument("-o", "--output", default="reference.ww", help="the reference file to write")
+                       description="Fit a reference (models per logged step) on the runs under PATH (one or "
+                                   "several directories or glob patterns; symbolic links followed) and print its "
+                                   "cross-validated quality; see docs/classify.md.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="directories holding the labelled runs (any depth)")
+    p.add_argument("-o", "--output", type=Path, default=Path("reference.ww"), help="the reference file to write")
     p.add_argument("--metric", help="final-metric tag (default: val_accuracy, eval_accuracy, accuracy, "
                                     "test_accuracy, acc)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--threshold", type=float, help="optimal: final metric >= THRESHOLD (default: the high group)")
-    group.add_argument("--top", type=float, help="optimal: the best fraction TOP of the runs (0.5: the better half)")
-    p.add_argument("--cv", type=int, default=5, help="cross-validation folds")
+    group.add_argument("--threshold", type=finite_float,
+                       help="optimal: final metric >= THRESHOLD (default: the high group)")
+    group.add_argument("--top", type=fraction, help="optimal: the best fraction TOP of the runs (0.5: the better half)")
+    p.add_argument("--cv", type=folds, default=5, help="cross-validation folds (at least 2)")
     p.add_argument("--seed", type=int, default=0, help="random_state of the models and folds")
     p.add_argument("--no-baseline", action="store_true", help="skip the hyperparameters-only baseline")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_load_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exit code 0: the reference was written; 1: nothing could be fitted."""
-    from weightwatch.analysis import fit, format_fit, load_runs
+    """Exit code 0: the reference was written; 1: nothing could be fitted; 2: bad arguments."""
+    from weightwatch.analysis import expand_roots, fit, format_fit, load_runs, printable
 
     try:
-        loaded = load_runs(args.path, progress=not args.json)
+        roots = expand_roots(args.paths)
     except FileNotFoundError as exc:
-        print(f"weightwatch fit: {exc}", file=sys.stderr)
-        return 1
+        return fail("fit", str(exc), EXIT_USAGE)
+    if args.output.is_dir():
+        return fail("fit", f"-o {str(args.output)!r} is a directory; name the reference file to write", EXIT_USAGE)
+    if (code := writable_dir("fit", "-o", args.output.parent)) is not None:
+        return code
+    loaded = load_runs(roots, progress=not args.json, cache=not args.no_cache, workers=args.workers)
+    for note in loaded.notes:
+        print(f"weightwatch fit: note: {printable(note)}", file=sys.stderr)
     for name, problems in loaded.problems.items():
-        print(f"weightwatch fit: skipped {name}: {'; '.join(problems)}", file=sys.stderr)
+        print(f"weightwatch fit: skipped {printable(name)}: {printable('; '.join(problems))}", file=sys.stderr)
     if not loaded.runs:
-        print(f"weightwatch fit: no runs found under {args.path!r}", file=sys.stderr)
-        return 1
+        where = ", ".join(repr(str(r)) for r in roots)
+        return fail("fit", f"no runs found under {where}" if not loaded.problems else
+                    f"none of the {len(loaded.problems)} runs under {where} could be read", EXIT_NOTHING)
     try:
         result = fit(loaded.runs, metric=args.metric, threshold=args.threshold, top=args.top,
                      cv=args.cv, random_state=args.seed, baseline=not args.no_baseline,
                      progress=None if args.json else lambda line: print(f"  {line}", file=sys.stderr))
     except ValueError as exc:
-        print(f"weightwatch fit: {exc}", file=sys.stderr)
-        return 1
-    path = result.reference.save(Path(args.output))
+        return fail("fit", str(exc), EXIT_NOTHING)
+    for name in result.unlabelled:
+        print(f"weightwatch fit: skipped {printable(name)}: no {result.metric} scalar", file=sys.stderr)
+    skipped = len(loaded.problems) + len(result.unlabelled)
+    path = result.reference.save(args.output)
     if args.json:
-        print(json.dumps({**result.to_json(), "reference": str(path)}, indent=1))
+        print(json.dumps({**result.to_json(), "reference": str(path), "skipped": skipped}, indent=1))
     else:
         print(format_fit(result, str(path), args.cv))
-    return 0
+        print(f"{result.runs} runs used, {skipped} skipped")
+    return EXIT_OK

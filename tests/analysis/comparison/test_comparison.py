@@ -113,8 +113,9 @@ def test_tensorboard_shows_the_population(full_report):
         metadata = (pop / emb.metadata_path).read_text().splitlines()
         assert tensors.shape == tuple(emb.tensor_shape) and len(metadata) == tensors.shape[0] + 1
         assert metadata[0].split("\t") == ["run", "group", "family", "val_accuracy"]
-    # the population view is not taken for a run by the next compare
-    assert len(load_runs(root, progress=False).runs) == len(truth)
+    # written under --out, never into the runs' folder; and not taken for a run should --out lie below the runs
+    assert pop.parent == Path(result["report"]).parent and not (root / "weightwatch-population").exists()
+    assert len(load_runs([root, pop.parent], progress=False).runs) == len(truth)
 
 
 def test_terminal_table_and_python_dash_m(population, tmp_path, capsys):
@@ -172,8 +173,8 @@ def test_nothing_useful_exits_non_zero_with_a_clear_message(tmp_path, capsys):
     empty.mkdir()
     assert main(["compare", str(empty)]) == 1
     assert "no runs" in capsys.readouterr().err
-    assert main(["compare", str(tmp_path / "missing")]) == 1
-    assert "not a directory" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "missing")]) == 2  # unusable input
+    assert "does not exist" in capsys.readouterr().err
     bad = tmp_path / "bad"
     (bad / "r1").mkdir(parents=True)
     (bad / "r1" / "events.out.tfevents.1.x").write_bytes(b"garbage!" * 10)
@@ -224,12 +225,13 @@ def test_demo_runs_with_tiny_settings(tmp_path, monkeypatch):
                       "--epochs", "2"])
     assert code == 0
     assert (tmp_path / "report" / "index.html").exists()
-    assert (tmp_path / "runs" / "weightwatch-population" / "projector_config.pbtxt").exists()
+    assert (tmp_path / "report" / "weightwatch-population" / "projector_config.pbtxt").exists()
+    assert not (tmp_path / "runs" / "weightwatch-population").exists()
 
 
 @pytest.mark.parametrize("module", ["comparison.groups", "comparison.final", "comparison.dispersion",
                                     "comparison.compare", "rendering.plots", "rendering.figures",
-                                    "rendering.numbers"])
+                                    "rendering.numbers", "rendering.tbexport", "rendering.output"])
 def test_doctests(module):
     import doctest
     import importlib
@@ -240,47 +242,66 @@ def test_doctests(module):
 
 @pytest.mark.slow
 def test_a_real_tensorboard_serves_the_population(full_report):
-    """``tensorboard --logdir runs/`` shows the figures (Images), tables (Text) and the projector embedding."""
+    """The commands compare prints: ``tensorboard --logdir_spec runs:...,compare:...`` shows the runs and the
+    population's figures (Images) and tables (Text) side by side; ``tensorboard --logdir <out>`` its projector
+    embedding (TensorBoard's projector reads a plain --logdir only)."""
+    import shlex
     import socket
     import time
     import urllib.error
     import urllib.parse
     import urllib.request
 
-    root, _, _, result = full_report
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
+    root, truth, _, result = full_report
 
-    def get(path: str) -> bytes:
-        with urllib.request.urlopen(base + path, timeout=10) as resp:
-            return resp.read()
+    def serve(command: list[str], ready):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
 
-    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--host", "127.0.0.1",
-                             "--port", str(port), "--reload_interval", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+        def get(path: str) -> bytes:
+            with urllib.request.urlopen(base + path, timeout=10) as resp:
+                return resp.read()
+
+        assert command[0] == "tensorboard"
+        proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", *command[1:], "--host", "127.0.0.1",
+                                 "--port", str(port), "--reload_interval", "1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 90
         while True:
             try:
-                images = json.loads(get("/data/plugin/images/tags"))
-                if len(images.get("weightwatch-population", {})) == len(result["figures"]):
-                    break
+                if ready(get):
+                    return proc, get
             except (urllib.error.URLError, ConnectionError, ValueError):
                 pass
             if proc.poll() is not None or time.time() > deadline:
+                proc.terminate()
                 raise RuntimeError(f"tensorboard did not come up: {proc.stderr.read().decode()[-2000:]}")
             time.sleep(1)
-        assert "weightwatch-population" in json.loads(get("/data/plugin/projector/runs"))
-        info = json.loads(get("/data/plugin/projector/info?run=weightwatch-population"))
+
+    run = "compare/weightwatch-population"
+    spec = shlex.split(result["tensorboard_command"])
+    assert spec[1] == "--logdir_spec"
+    proc, get = serve(spec, lambda get: len(json.loads(get("/data/plugin/images/tags")).get(run, {})) == len(
+        result["figures"]) and len(json.loads(get("/data/runs"))) == len(truth) + 1)  # the runs, beside the view
+    try:
+        assert run in json.loads(get("/data/runs"))
+        assert set(json.loads(get("/data/plugin/text/tags"))[run]) == {"compare/table", "compare/dispersion"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    run = "weightwatch-population"
+    proc, get = serve(shlex.split(result["projector_command"]),
+                      lambda get: run in json.loads(get("/data/plugin/projector/runs")))
+    try:
+        info = json.loads(get("/data/plugin/projector/info?" + urllib.parse.urlencode({"run": run})))
         name = info["embeddings"][0]["tensorName"]
-        query = urllib.parse.urlencode({"run": "weightwatch-population", "name": name})
+        query = urllib.parse.urlencode({"run": run, "name": name})
         rows, dims = info["embeddings"][0]["tensorShape"]
         assert len(get(f"/data/plugin/projector/tensor?{query}")) == rows * dims * 4  # float32
         assert get(f"/data/plugin/projector/metadata?{query}").decode().count("\n") == rows + 1
-        assert set(json.loads(get("/data/plugin/text/tags"))["weightwatch-population"]) == {
-            "compare/table", "compare/dispersion"}
     finally:
         proc.terminate()
         proc.wait(timeout=30)

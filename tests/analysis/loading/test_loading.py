@@ -326,12 +326,14 @@ def test_run_maps_behave_like_dicts_and_pickle(population):
 
 
 def test_cache_grows_by_segments_and_survives_damage(fresh):
-    from weightwatch.analysis.loading.cache import CACHE_DIR, MAX_SEGMENTS, cache_file, load_cache
+    from weightwatch.analysis.loading.cache import MAX_SEGMENTS, cache_file, cache_key, default_cache_dir, \
+        load_cache
 
     root, truth = fresh
     name = sorted(truth)[2]
     path = event_file(root / name)
-    cache_path = cache_file(root / CACHE_DIR, name)
+    key = cache_key(root / name)
+    cache_path = cache_file(default_cache_dir(), key)
     load_runs(root, progress=False)
 
     def grow(step: int) -> None:
@@ -343,21 +345,21 @@ def test_cache_grows_by_segments_and_survives_damage(fresh):
     for i in range(MAX_SEGMENTS - 1):
         grow(100 + i)
         load_runs(root, progress=False)
-    cached = load_cache(cache_path, name)
+    cached = load_cache(cache_path, key)
     assert cached.segments == MAX_SEGMENTS and cached.sound  # appended, not rewritten
     grow(200)
     run = next(r for r in load_runs(root, progress=False).runs if r.name == name)
-    assert load_cache(cache_path, name).segments == 1  # compacted
+    assert load_cache(cache_path, key).segments == 1  # compacted
     assert_same_as_tensorboard(run, run.path)
     # a cache cut short (a crash while appending) is ignored past the damage, then rewritten
     grow(201)
     load_runs(root, progress=False)
     with open(cache_path, "r+b") as fh:
         fh.truncate(cache_path.stat().st_size - 20)
-    assert not load_cache(cache_path, name).sound
+    assert not load_cache(cache_path, key).sound
     run = next(r for r in load_runs(root, progress=False).runs if r.name == name)
     assert_same_as_tensorboard(run, run.path)
-    assert load_cache(cache_path, name).sound
+    assert load_cache(cache_path, key).sound
 
 
 def test_packed_histograms_round_trip_exactly():

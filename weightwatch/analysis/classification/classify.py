@@ -30,7 +30,7 @@ class Classification:
 
 
 def classify(runs: PathLike | Run | Sequence[PathLike | Run], reference: PathLike | Reference, *,
-             step: int | None = None) -> Classification:
+             step: int | None = None, cache: bool = True) -> Classification:
     """P(optimal) and the predicted final metric of each run, finished or not.
 
     Args:
@@ -39,6 +39,7 @@ def classify(runs: PathLike | Run | Sequence[PathLike | Run], reference: PathLik
             named as written: the directory itself, or ``directory/run``.
         reference: a ``.ww`` file written by :func:`~.fit.fit` (or the Reference).
         step: judge each run at its latest logged step <= ``step`` (default: its latest).
+        cache: use the loader's cache (see :func:`~weightwatch.analysis.loading.loader.load_runs`).
 
     Raises :class:`~.reffile.ReferenceFileError` (or OSError) when the reference
     cannot be read; paths and runs that cannot be judged are in ``problems``.
@@ -60,15 +61,22 @@ def classify(runs: PathLike | Run | Sequence[PathLike | Run], reference: PathLik
             found = [item]
         else:
             try:
-                found = load_runs(item, progress=False).runs
+                loaded = load_runs(item, progress=False, cache=cache)
             except FileNotFoundError as exc:
                 out.problems.append(str(exc))
                 continue
-            if not found:
+            found = loaded.runs
+            if not found and not loaded.problems:
                 out.problems.append(f"no run found in {str(item)!r}")
+
+            def as_written(name: str, path: Path) -> str:
+                """name runs as the user wrote them: the path itself, or path/run below it"""
+                return str(item) if path.resolve() == Path(item).resolve() else str(Path(item) / name)
+
+            for name, messages in loaded.problems.items():
+                out.problems.append(f"{as_written(name, Path(item) / name)}: {'; '.join(messages)}")
             for run in found:
-                # name runs as the user wrote them: the path itself, or path/run below it
-                run.name = str(item) if Path(run.path).resolve() == Path(item).resolve() else str(Path(item) / run.name)
+                run.name = as_written(run.name, Path(run.path))
         for run in found:
             try:
                 out.predictions.append(ref.classify(run, step))
@@ -77,13 +85,13 @@ def classify(runs: PathLike | Run | Sequence[PathLike | Run], reference: PathLik
     return out
 
 
-def classify_below(root: PathLike, reference: PathLike | Reference, step: int | None = None,
-                   problems: list[str] | None = None) -> list[Prediction]:
+def classify_below(root: PathLike | Sequence[PathLike], reference: PathLike | Reference, step: int | None = None,
+                   problems: list[str] | None = None, cache: bool = True) -> list[Prediction]:
     """Classify every run below ``root``, named relative to it as compare names them (runs without
     logged weights are skipped, noted in ``problems``)."""
     ref = load_reference(reference)
     out = []
-    for run in load_runs(root, progress=False).runs:
+    for run in load_runs(root, progress=False, cache=cache).runs:
         try:
             out.append(ref.classify(run, step))
         except ValueError as exc:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..comparison.groups import family_of
 from ..loading.loader import load_runs
 from ..loading.run import Run
 from .candidates import classifiers, cross_validate, filled, regressors, usable
@@ -190,7 +191,9 @@ def fit(runs: str | os.PathLike[str] | Sequence[Run], *, metric: str | None = No
     label = {"metric": pop.metric, "rule": rule, "threshold": thr,
              "description": f"optimal: final {pop.metric} >= {thr:.6g} ({rule})"}
     architectures = sorted({str(r.architecture) for r in pop.runs})
+    families = sorted({family_of(r) for r in pop.runs})
     info = reference_info(label, {"runs": len(pop.runs), "optimal": int(y.sum()), "architectures": architectures,
+                                  "families": families,
                                   "metric_range": [float(pop.values.min()), float(pop.values.max())],
                                   "cv": cv, "random_state": random_state}, json_safe(base))
     ref = Reference(info, fitted)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..comparison.groups import family_of
 from ..loading.run import Run
 from .features import FEATURE_NAMES, FeatureTable, run_features
 from .models import StepModels
@@ -21,6 +22,8 @@ from .reffile import ReferenceFileError, read_reference, write_reference
 
 #: How many features explain a prediction.
 DRIVERS = 3
+#: The group of a run of an architecture family the reference was not fitted on.
+UNCERTAIN = "uncertain"
 
 
 @dataclass
@@ -43,7 +46,8 @@ class Prediction:
             the step of the model that judged it (the latest <= step).
         p_optimal: probability that the run ends in the optimal group.
         predicted: the predicted final value of the reference's metric.
-        group: ``"optimal"`` when p_optimal >= 0.5, else ``"suboptimal"``.
+        group: ``"optimal"`` when p_optimal >= 0.5, else ``"suboptimal"``; ``"uncertain"``
+            when the run's architecture family is not one the reference was fitted on.
         drivers: the features that moved P(optimal) most, largest first.
         notes: warnings (features missing, a run past the reference's steps).
     """
@@ -128,8 +132,14 @@ class Reference:
         if at < m.step:
             notes.append(f"step {at} is earlier than the reference's first model (step {m.step})")
         p0 = float(p[0])
+        group = "optimal" if p0 >= 0.5 else "suboptimal"
+        families = self.info.get("population", {}).get("families")
+        if isinstance(families, list) and families and family_of(run) not in families:
+            group = UNCERTAIN  # the models never saw this kind of network: no verdict
+            notes.append(f"another architecture: the reference was fitted on {', '.join(map(str, families))} "
+                         f"runs, this run is {family_of(run)}; no verdict (fit a reference on runs like it)")
         return Prediction(run=run.name, step=at, model_step=m.step, p_optimal=p0, predicted=float(pred[0]),
-                          metric=self.metric, group="optimal" if p0 >= 0.5 else "suboptimal",
+                          metric=self.metric, group=group,
                           drivers=self.drivers(x, at), notes=notes)
 
 

@@ -37,10 +37,15 @@ and ``link`` turns ``raw`` into the output: ``"identity"`` or ``"logistic"``
 (``1 / (1 + exp(-raw))``); ``clip`` ([lo, hi]) bounds it when present. Features
 that are missing or not finite are replaced by ``fill`` first.
 
-Loading reads JSON and ``.npy`` arrays with ``allow_pickle=False`` and checks
-every index, so a file cannot execute code or make the evaluator loop or read
-out of bounds. A file of another format version or feature set is refused with
-a message saying which.
+Loading never executes anything from the file: the archive may hold only
+``reference.json`` and ``arrays/*.npy`` (anything else, a pickle say, is
+refused); the JSON is strict (no NaN / Infinity, bounded depth) and its
+fields are type-checked; each ``.npy`` header is parsed by hand and must
+declare a numeric dtype and exactly as many bytes as the member holds (so no
+object arrays, no array declared larger than the file), and every tree index
+is checked, so a file cannot make the evaluator loop or read out of bounds.
+A file larger than :data:`MAX_FILE_BYTES`, a damaged archive, or a file of
+another format version or feature set is refused with a message saying which.
 """
 
 
@@ -49,8 +54,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import time
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +66,7 @@ import numpy as np
 
 from weightwatch import __version__
 
+from ..loading.info import loads_strict
 from .features import FEATURE_NAMES, FEATURE_SET, FEATURE_VERSION
 from .models import Model, StepModels
 
@@ -69,6 +77,10 @@ JSON_MEMBER = "reference.json"
 ARRAY_PREFIX = "arrays/"
 #: Refuse members larger than this when loading (a ZIP bomb, not a reference).
 MAX_MEMBER_BYTES = 512 << 20
+#: Refuse reference files larger than this, and archives whose members add up to more.
+MAX_FILE_BYTES = 1 << 30
+#: Refuse archives with more members than this.
+MAX_MEMBERS = 100_000
 #: The (F,) vectors stored per step.
 VECTORS = ("fill", "coverage", "typical_optimal", "typical_suboptimal")
 
@@ -98,16 +110,63 @@ def write_reference(info: Mapping[str, Any], steps: Sequence[StepModels], path: 
             entry[role] = {**{k: v for k, v in model.meta.items() if k != "arrays"}, "arrays": keys}
         entries.append(entry)
     doc = {**info, "format": FORMAT, "version": VERSION, "steps": entries}
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(JSON_MEMBER, json.dumps(json_safe(doc), indent=1, allow_nan=False))
-        for key, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
-            zf.writestr(f"{ARRAY_PREFIX}{key}.npy", buf.getvalue())
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:  # complete or not at all: an error or Ctrl-C leaves no partial file
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(JSON_MEMBER, json.dumps(json_safe(doc), indent=1, allow_nan=False))
+            for key, arr in arrays.items():
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+                zf.writestr(f"{ARRAY_PREFIX}{key}.npy", buf.getvalue())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
+
+
+def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:
+    """A ``.npy`` member read without numpy's loader: the header is parsed first, and only a
+    numeric array whose declared size is exactly the member's is read (never a pickle)."""
+    with zf.open(info) as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version != (1, 0) and version != (2, 0):
+                raise ValueError(f"npy format version {version}")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh)
+        except ValueError as exc:
+            raise ReferenceFileError(f"{where} is not a NumPy array file ({exc})") from None
+        if dtype.hasobject or dtype.kind not in "biuf":
+            raise ReferenceFileError(f"{where} has dtype {dtype}, expected numbers (objects would need pickle: "
+                                     "refused, nothing was run)")
+        count = math.prod(shape)
+        size = count * dtype.itemsize
+        if size != info.file_size - fh.tell():
+            raise ReferenceFileError(f"{where} declares shape {shape} ({size} bytes) but holds "
+                                     f"{info.file_size - fh.tell()} bytes")
+        data = fh.read(size)
+    return np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _check_header(doc: Any, path: Path) -> None:
+    """The JSON header's structure, before anything is read from it."""
+    def bad(what: str) -> ReferenceFileError:
+        return ReferenceFileError(f"{path}: malformed reference ({what})")
+
+    if not isinstance(doc, dict):
+        raise bad(f"{JSON_MEMBER} holds {type(doc).__name__}, not an object")
+    check_compatible(doc, path)
+    if not isinstance(doc.get("label"), dict) or not isinstance(doc["label"].get("metric"), str):
+        raise bad("label.metric must be a string")
+    for key in ("population", "baseline"):
+        if not isinstance(doc.get(key, {}), dict):
+            raise bad(f"{key} must be an object")
+    steps = doc.get("steps")
+    if not isinstance(steps, list) or not steps or not all(isinstance(e, dict) for e in steps):
+        raise bad("steps must be a non-empty list of objects")
 
 
 def read_reference(path: str | Path) -> tuple[dict[str, Any], list[StepModels]]:
@@ -115,62 +174,81 @@ def read_reference(path: str | Path) -> tuple[dict[str, Any], list[StepModels]]:
     with the reason when it cannot be used."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ReferenceFileError(f"cannot read the reference {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        if size > MAX_FILE_BYTES:
+            raise ReferenceFileError(f"{str(path)!r} is {size} bytes, larger than any reference "
+                                     f"({MAX_FILE_BYTES} at most): refused")
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ReferenceFileError(f"{str(path)!r} is not a weightwatch reference (not a ZIP archive: {exc})") from None
     with zf:
-        members = {i.filename: i for i in zf.infolist()}
-        for info in members.values():
-            if info.file_size > MAX_MEMBER_BYTES:
-                raise ReferenceFileError(f"{path}: member {info.filename!r} is too large ({info.file_size} bytes)")
-        if JSON_MEMBER not in members:
-            raise ReferenceFileError(f"{str(path)!r} is not a weightwatch reference (no {JSON_MEMBER})")
         try:
-            doc = json.loads(zf.read(JSON_MEMBER).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ReferenceFileError(f"{path}: {JSON_MEMBER} is not valid JSON: {exc}") from None
-        check_compatible(doc, path)
-
-        def array(key: str) -> np.ndarray:
-            member = f"{ARRAY_PREFIX}{key}.npy"
-            if not isinstance(key, str) or member not in members:
-                raise ReferenceFileError(f"{path}: array {key!r} is missing")
-            try:
-                with zf.open(member) as fh:
-                    arr = np.lib.format.read_array(io.BytesIO(fh.read()), allow_pickle=False)
-            except ValueError as exc:  # object arrays need pickle: refused
-                raise ReferenceFileError(f"{path}: array {key!r} cannot be read safely: {exc}") from None
-            if arr.dtype.kind not in "biuf":
-                raise ReferenceFileError(f"{path}: array {key!r} has dtype {arr.dtype}, expected numbers")
-            return arr
-
-        steps = []
-        n_features = len(FEATURE_NAMES)
-        try:
-            for entry in doc["steps"]:
-                where = f"{path}: step {entry['step']}"
-                vectors = {}
-                for name in VECTORS:
-                    vectors[name] = array(entry[name]).astype(np.float64)
-                    if vectors[name].shape != (n_features,):
-                        raise ReferenceFileError(f"{where}: {name} has shape {vectors[name].shape}")
-                models = {}
-                for role in ("classifier", "regressor"):
-                    meta = dict(entry[role])
-                    arrays = {k: array(v) for k, v in meta.pop("arrays").items()}
-                    for k in ("roots", "left", "right", "feature"):
-                        if k in arrays:
-                            arrays[k] = arrays[k].astype(np.int64)
-                    for k in ("threshold", "value", "center", "scale", "coef"):
-                        if k in arrays:
-                            arrays[k] = arrays[k].astype(np.float64)
-                    models[role] = checked_model(meta, arrays, n_features, f"{where} {role}")
-                steps.append(StepModels(step=int(entry["step"]), runs=int(entry["runs"]), cv=dict(entry["cv"]),
-                                        **models, **vectors))
+            return _read_open(zf, path)
         except ReferenceFileError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ReferenceFileError(f"{path}: malformed reference ({type(exc).__name__}: {exc})") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as exc:
+            raise ReferenceFileError(f"{str(path)!r} is damaged ({type(exc).__name__}: {exc}); fit it again or "
+                                     "copy it anew") from None
+
+
+def _read_open(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], list[StepModels]]:
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise ReferenceFileError(f"{path}: {len(infos)} members, more than a reference has: refused")
+    members = {i.filename: i for i in infos}
+    for info in members.values():
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise ReferenceFileError(f"{path}: member {info.filename!r} is too large ({info.file_size} bytes)")
+        if info.filename != JSON_MEMBER and not (info.filename.startswith(ARRAY_PREFIX)
+                                                 and info.filename.endswith(".npy")):
+            raise ReferenceFileError(f"{path}: unexpected member {info.filename!r} (a reference holds only "
+                                     f"{JSON_MEMBER} and {ARRAY_PREFIX}*.npy): refused, nothing was run")
+    if sum(i.file_size for i in infos) > MAX_FILE_BYTES:
+        raise ReferenceFileError(f"{path}: its members add up to more than {MAX_FILE_BYTES} bytes: refused")
+    if JSON_MEMBER not in members:
+        raise ReferenceFileError(f"{str(path)!r} is not a weightwatch reference (no {JSON_MEMBER})")
+    try:
+        doc = loads_strict(zf.read(JSON_MEMBER).decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError too
+        raise ReferenceFileError(f"{path}: {JSON_MEMBER} is not valid JSON: {exc}") from None
+    _check_header(doc, path)
+
+    def array(key: str) -> np.ndarray:
+        member = f"{ARRAY_PREFIX}{key}.npy" if isinstance(key, str) else None
+        if member not in members:
+            raise ReferenceFileError(f"{path}: array {key!r} is missing")
+        return _read_npy(zf, members[member], f"{path}: array {key!r}")
+
+    steps = []
+    n_features = len(FEATURE_NAMES)
+    try:
+        for entry in doc["steps"]:
+            where = f"{path}: step {entry['step']}"
+            vectors = {}
+            for name in VECTORS:
+                vectors[name] = array(entry[name]).astype(np.float64)
+                if vectors[name].shape != (n_features,):
+                    raise ReferenceFileError(f"{where}: {name} has shape {vectors[name].shape}")
+            models = {}
+            for role in ("classifier", "regressor"):
+                meta = dict(entry[role])
+                arrays = {k: array(v) for k, v in meta.pop("arrays").items()}
+                for k in ("roots", "left", "right", "feature"):
+                    if k in arrays:
+                        arrays[k] = arrays[k].astype(np.int64)
+                for k in ("threshold", "value", "center", "scale", "coef"):
+                    if k in arrays:
+                        arrays[k] = arrays[k].astype(np.float64)
+                models[role] = checked_model(meta, arrays, n_features, f"{where} {role}")
+            steps.append(StepModels(step=int(entry["step"]), runs=int(entry["runs"]), cv=dict(entry["cv"]),
+                                    **models, **vectors))
+    except ReferenceFileError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ReferenceFileError(f"{path}: malformed reference ({type(exc).__name__}: {exc})") from None
     info = {k: v for k, v in doc.items() if k != "steps"}
     return info, steps
 
@@ -182,6 +260,9 @@ def checked_model(meta: dict[str, Any], arrays: Mapping[str, np.ndarray], n_feat
 
     if meta.get("link") not in ("identity", "logistic"):
         raise bad(f"unknown link {meta.get('link')!r}")
+    for key, arr in arrays.items():
+        if not np.all(np.isfinite(arr)):
+            raise bad(f"{key} holds NaN or infinite values")
     clip = meta.get("clip")
     if clip is not None:
         meta["clip"] = [float(clip[0]), float(clip[1])]
@@ -226,9 +307,11 @@ def check_compatible(doc: Mapping[str, Any], path: str | Path = "reference") -> 
             f"{str(path)!r} is a reference of format version {version!r}; this weightwatch reads version {VERSION}. "
             + ("Upgrade weightwatch to use it." if newer else "Fit it again with `weightwatch fit`.")
         )
-    feats = doc.get("features", {})
-    if feats.get("set") != FEATURE_SET or feats.get("version") != FEATURE_VERSION \
-            or list(feats.get("names", [])) != list(FEATURE_NAMES):
+    feats = doc.get("features")
+    feats = feats if isinstance(feats, dict) else {}
+    names = feats.get("names")
+    if not isinstance(names, list) or feats.get("set") != FEATURE_SET or feats.get("version") != FEATURE_VERSION \
+            or names != list(FEATURE_NAMES):
         raise ReferenceFileError(
             f"{str(path)!r} was fitted on features {feats.get('set')!r} version {feats.get('version')!r}; "
             f"this weightwatch computes {FEATURE_SET!r} version {FEATURE_VERSION}. "

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..loading.find import expand_roots, printable
 from ..loading.loader import LoadResult, load_runs
 from ..loading.metric import METRIC_NAMES
 from .dispersion import PERMUTATIONS, Dispersion, dispersion_tests
@@ -46,6 +47,7 @@ class Comparison:
     """Everything ``compare`` found and wrote.
 
     Attributes:
+        root: the (first) directory compared; roots: every one of them.
         problems: run name -> messages (unreadable, truncated or corrupt files,
             runs left out of a figure, ...).
         warnings: messages about the population as a whole (mixed families, ...).
@@ -67,6 +69,22 @@ class Comparison:
     report: Path | None = None
     tensorboard: Path | None = None
     predictions: list[Any] | None = None  # filled a stage later, by classification
+    roots: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.roots = self.roots or [self.root]
+
+    @property
+    def where(self) -> str:
+        """The roots compared, as one string."""
+        return ", ".join(str(r) for r in self.roots)
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Runs left out of the table -> why, in one line: unreadable, or without the metric."""
+        out = {name: "; ".join(messages) for name, messages in self.loaded.problems.items()}
+        out.update(self.grouping.unlabelled)
+        return dict(sorted(out.items()))
 
     @property
     def metric_label(self) -> str:
@@ -77,22 +95,29 @@ class Comparison:
         self.problems.setdefault(run, []).append(message)
 
 
-def compare_runs(root: str | Path, *, metric: str | None = None, thresholds: tuple[float, float] | None = None,
+def compare_runs(root: str | Path | list[str | Path], *, metric: str | None = None, thresholds: tuple[float, float] | None = None,
                  workers: int | None = None, cache: bool = True, progress: bool = True,
                  permutations: int = PERMUTATIONS) -> Comparison:
     """Load the runs below ``root``, group them and test the claim; writes nothing
     (:func:`weightwatch.analysis.compare` also writes the report).
 
-    Raises FileNotFoundError for a missing ``root`` and :class:`NothingToCompare`
-    when there is no run, none can be read, or none has the metric.
+    ``root`` may be several directories or glob patterns (see
+    :func:`~weightwatch.analysis.loading.loader.load_runs`).
+
+    Raises FileNotFoundError for a missing ``root``, ValueError for unusable
+    ``thresholds`` and :class:`NothingToCompare` when there is no run, none can be
+    read, or none has the metric.
     """
-    root = Path(root)
-    loaded = load_runs(root, histograms="last", workers=workers, cache=cache, progress=progress)
+    roots = expand_roots(root)
+    where = ", ".join(repr(str(r)) for r in roots)
+    if thresholds is not None:  # fail before loading anything
+        group_runs([], metric, thresholds)
+    loaded = load_runs(roots, histograms="last", workers=workers, cache=cache, progress=progress)
     if not loaded.runs:
         if loaded.problems:
-            raise NothingToCompare(f"none of the {len(loaded.problems)} runs under {str(root)!r} could be read:\n"
+            raise NothingToCompare(f"none of the {len(loaded.problems)} runs under {where} could be read:\n"
                                    + problem_lines(loaded.problems))
-        raise NothingToCompare(f"no runs under {str(root)!r}: no directory there holds TensorBoard event files "
+        raise NothingToCompare(f"no runs under {where}: no directory there holds TensorBoard event files "
                                "(events.out.tfevents.*)")
     grouping = group_runs(loaded.runs, metric, thresholds)
     if not grouping.labelled:
@@ -102,7 +127,8 @@ def compare_runs(root: str | Path, *, metric: str | None = None, thresholds: tup
         raise NothingToCompare(
             f"none of the {len(loaded.runs)} runs has the metric ({wanted}); their scalars: "
             f"{', '.join(t for t, _ in tags.most_common(12)) or 'none'}. Name one with --metric.")
-    c = Comparison(root, loaded, grouping, table(grouping), dispersion_tests(grouping, permutations))
+    c = Comparison(roots[0], loaded, grouping, table(grouping), dispersion_tests(grouping, permutations),
+                   roots=roots)
     for name, messages in loaded.problems.items():
         for m in messages:
             c.problem(name, f"not loaded: {m}")
@@ -116,11 +142,12 @@ def compare_runs(root: str | Path, *, metric: str | None = None, thresholds: tup
 
 
 def problem_lines(problems: dict[str, list[str]], limit: int = 20) -> str:
-    """One line per problem, naming its runs; a message shared by several runs is shown once."""
+    """One line per problem, naming its runs; a message shared by several runs is shown once.
+    Control characters in names and messages are escaped (one problem, one line)."""
     runs_of: dict[str, list[str]] = {}
     for name, messages in sorted(problems.items()):
         for m in messages:
-            runs_of.setdefault(m, []).append(name)
+            runs_of.setdefault(printable(m), []).append(printable(name))
     lines = []
     for message, names in runs_of.items():
         if len(names) == 1:

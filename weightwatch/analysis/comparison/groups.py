@@ -64,14 +64,15 @@ class Grouping:
     Attributes:
         labelled: runs with the metric, in run-name order.
         unlabelled: run name -> why it has no label.
-        thresholds: family -> (low/mid, mid/high) boundaries used.
+        thresholds: family -> the boundaries used: (low|mid, mid|high), or (low|high,) when
+            the family's converged runs form two groups only.
         metric: the metric asked for (None: auto-detected per run).
         given: the thresholds asked for (None: clustered).
     """
 
     labelled: list[Labelled]
     unlabelled: dict[str, str]
-    thresholds: dict[str, tuple[float, float]]
+    thresholds: dict[str, tuple[float, ...]]
     metric: str | None = None
     given: tuple[float, float] | None = None
 
@@ -215,8 +216,9 @@ def group_runs(runs: Sequence[Run], metric: str | None = None,
         metric: the metric tag; None tries val_accuracy, eval_accuracy, accuracy, test_accuracy, acc.
         thresholds: (a, b) with a <= b, the same for every family; None clusters each family.
     """
-    if thresholds is not None and not thresholds[0] <= thresholds[1]:
-        raise ValueError(f"thresholds must be increasing, got {thresholds}")
+    if thresholds is not None and not (len(thresholds) == 2 and all(map(math.isfinite, thresholds))
+                                       and thresholds[0] <= thresholds[1]):
+        raise ValueError(f"thresholds must be two finite, increasing numbers, got {thresholds}")
     labelled: list[Labelled] = []
     unlabelled: dict[str, str] = {}
     for run in sorted(runs, key=lambda r: r.name):
@@ -232,14 +234,14 @@ def group_runs(runs: Sequence[Run], metric: str | None = None,
         if lab.reasons:
             lab.group = "non"
         labelled.append(lab)
-    bounds: dict[str, tuple[float, float]] = {}
+    bounds: dict[str, tuple[float, ...]] = {}
     for family in sorted({lab.family for lab in labelled}):
         rest = [lab for lab in labelled if lab.family == family and not lab.reasons]
         cuts = list(thresholds) if thresholds is not None else natural_breaks([lab.value for lab in rest], 3)
         for lab in rest:
             lab.group = _group(lab.value, cuts)
         if cuts:
-            bounds[family] = (cuts[0], cuts[-1])
+            bounds[family] = tuple(float(x) for x in cuts)
     return Grouping(labelled, unlabelled, bounds, metric, thresholds)
 
 

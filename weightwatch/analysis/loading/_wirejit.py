@@ -7,7 +7,12 @@ compiled function that calls other compiled functions when they are globals.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from .jitcache import ensure_writable_cache
+
+ensure_writable_cache(__file__)  # before numba compiles anything here
+
+from numba import njit  # noqa: E402
 
 
 @njit(cache=True, nogil=True)

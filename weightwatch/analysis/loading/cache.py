@@ -1,6 +1,12 @@
-"""What the loader already parsed, kept next to the runs so the next load reads only new bytes.
+"""What the loader already parsed, kept so the next load reads only new bytes.
 
-One file per run in ``<root>/.weightwatch-cache/<run>-<hash>.wwc``, an open,
+The cache lives in the user's cache directory (``platformdirs``: e.g.
+``~/.cache/weightwatch/runs`` on Linux), or in ``$WEIGHTWATCH_CACHE_DIR`` when
+set, never in the runs' folders: one file per run,
+``<cache dir>/<run>-<hash>.wwc``, the hash of the run directory's resolved
+path. Inside, each event file is keyed by its name, size and mtime. The
+directory is kept under :data:`MAX_CACHE_BYTES` (``$WEIGHTWATCH_CACHE_MAX_BYTES``)
+by deleting the least recently used files (:func:`evict`). Each file has an open,
 flat layout (no pickle; any language can read it): a sequence of segments,
 each::
 
@@ -9,7 +15,7 @@ each::
     n bytes   JSON header (UTF-8, padded with spaces to a multiple of 8)
     ...       the arrays' raw little-endian bytes, each at an offset aligned to 8
 
-The header holds the cache format and version, the run's name, ``bytes`` (the
+The header holds the cache format and version, the run directory's resolved path (``run``), ``bytes`` (the
 length of the array data that follows) and one entry per event file: name,
 size, mtime_ns, ``start`` and ``end`` (the byte range of the event file this
 segment's arrays were parsed from: ``start`` 0 replaces what earlier segments
@@ -28,7 +34,7 @@ more than :data:`MAX_SEGMENTS` segments is rewritten whole.
 Event files only grow, so a cached file whose size and mtime are unchanged is
 reused as is, and a grown one whose bytes before ``end`` still match is parsed
 from ``end`` on. Anything else (a rewritten or shrunk file, another cache
-version, an unreadable cache) is parsed again from the start.
+version, an unreadable or damaged cache) is parsed again from the start.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import json
 import os
 import re
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +55,12 @@ from .columns import HISTOGRAM_MODES, Columns, concat, keep_last_histograms, pac
     unpack_histograms
 
 MAGIC = b"WWCACHE1"
-CACHE_DIR = ".weightwatch-cache"
+#: Set to a directory to keep the cache there (the tests do).
+CACHE_ENV = "WEIGHTWATCH_CACHE_DIR"
+#: The cache directory is kept under this many bytes; ``$WEIGHTWATCH_CACHE_MAX_BYTES`` overrides it.
+MAX_CACHE_BYTES = 2 << 30
+CACHE_MAX_ENV = "WEIGHTWATCH_CACHE_MAX_BYTES"
+SUFFIX = ".wwc"
 CACHE_FORMAT = "weightwatch-load-cache"
 CACHE_VERSION = 2
 TAIL_BYTES = 16
@@ -95,15 +107,72 @@ class FileState:
                                                "records", "skipped", "stop", "plugins")}
 
 
-def cache_file(cache_dir: Path, run_name: str) -> Path:
-    """Where a run's cache lives: a readable prefix of its name plus a hash of it.
+def default_cache_dir() -> Path:
+    """``$WEIGHTWATCH_CACHE_DIR``, else the user cache directory's ``weightwatch/runs``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
 
-    >>> cache_file(Path("c"), "sweep/lr=0.1/seed 3").name
-    'sweep_lr_0.1_seed_3-fb6c1fecd3.wwc'
+    return Path(platformdirs.user_cache_dir("weightwatch", appauthor=False)) / "runs"
+
+
+def cache_limit() -> int:
+    """:data:`MAX_CACHE_BYTES`, or ``$WEIGHTWATCH_CACHE_MAX_BYTES`` when it is a number."""
+    try:
+        return max(0, int(os.environ.get(CACHE_MAX_ENV, MAX_CACHE_BYTES)))
+    except ValueError:
+        return MAX_CACHE_BYTES
+
+
+def cache_key(run_dir: Path) -> str:
+    """What a run's cache is keyed by: its directory's resolved path (links followed)."""
+    return str(Path(run_dir).resolve())
+
+
+def cache_file(cache_dir: Path, key: str) -> Path:
+    """Where a run's cache lives: a readable tail of its key plus a hash of it.
+
+    >>> cache_file(Path("c"), "/data/sweep/lr=0.1/seed 3").name
+    'data_sweep_lr_0.1_seed_3-285d8bd3c5.wwc'
     """
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_name)[-80:].strip("_") or "run"
-    digest = hashlib.sha1(run_name.encode()).hexdigest()[:10]
-    return cache_dir / f"{safe}-{digest}.wwc"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[-60:].strip("_") or "run"
+    digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return cache_dir / f"{safe}-{digest}{SUFFIX}"
+
+
+def touch(path: Path) -> None:
+    """Mark a cache file as just used (eviction deletes the least recently used first)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def evict(cache_dir: Path, max_bytes: int | None = None) -> int:
+    """Delete the least recently used cache files until the directory holds at most
+    ``max_bytes`` (default :func:`cache_limit`), and temporary files left by a crash; returns
+    how many files were deleted."""
+    limit = cache_limit() if max_bytes is None else max_bytes
+    try:
+        entries = [(e.stat().st_mtime_ns, e.stat().st_size, Path(e.path)) for e in os.scandir(cache_dir)
+                   if e.is_file() and (e.name.endswith(SUFFIX) or e.name.endswith(".tmp"))]
+    except OSError:
+        return 0
+    removed = 0
+    stale = time.time_ns() - 3600 * 10**9
+    total = sum(size for _, size, p in entries if p.name.endswith(SUFFIX))
+    for mtime, size, path in sorted(entries):
+        is_tmp = path.name.endswith(".tmp")
+        if not (is_tmp and mtime < stale) and (is_tmp or total <= limit):
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        removed += 1
+        total -= 0 if is_tmp else size
+    return removed
 
 
 def read_tail(path: Path, end: int) -> str:
@@ -124,13 +193,14 @@ class Cached:
     sound: bool = True
 
 
-def load_cache(path: Path, run_name: str) -> Cached:
+def load_cache(path: Path, key: str) -> Cached:
     """The cached file states of a run, by event file name (none when there is no usable cache).
 
     Segments apply in order: an entry starting at byte 0 replaces the file's
     state, one starting where the state ends extends it; anything else (a
     partial last segment, segments from two writers at once) is ignored and
-    the cache marked for a rewrite.
+    the cache marked for a rewrite. A damaged cache is never an error: what cannot be
+    used is parsed again.
     """
     out = Cached()
     try:
@@ -138,6 +208,14 @@ def load_cache(path: Path, run_name: str) -> Cached:
             data = bytearray(fh.read())  # writable, so the arrays viewing it are too
     except OSError:
         return out
+    try:
+        _read_segments(data, key, out)
+    except Exception:  # noqa: BLE001 - any damage (wrong types, bad dtypes, ...) means: parse again
+        return Cached(sound=False)
+    return out
+
+
+def _read_segments(data: bytearray, key: str, out: Cached) -> None:
     pos = 0
     while pos < len(data):
         try:
@@ -145,14 +223,13 @@ def load_cache(path: Path, run_name: str) -> Cached:
                 raise ValueError("no segment here")
             (n,) = struct.unpack_from("<Q", data, pos + 8)
             meta = json.loads(data[pos + 16:pos + 16 + n].decode())
-            if (meta.get("format"), meta.get("version"), meta.get("run")) != (CACHE_FORMAT, CACHE_VERSION,
-                                                                               run_name):
-                return Cached(sound=False)
+            if (meta.get("format"), meta.get("version"), meta.get("run")) != (CACHE_FORMAT, CACHE_VERSION, key):
+                raise ValueError("another cache's file")
             base = pos + 16 + n
             if base + int(meta["bytes"]) > len(data):
                 raise ValueError("partial segment")
             for entry in meta["files"]:
-                arrays = {name: np.frombuffer(data, dtype=np.dtype(dt), count=count, offset=base + offset)
+                arrays = {name: np.frombuffer(data, dtype=_number_dtype(dt), count=count, offset=base + offset)
                           for name, (dt, count, offset) in entry.pop("arrays").items()}
                 packed = {k[len("h_pack_"):]: arrays.pop(k) for k in list(arrays) if k.startswith("h_pack_")}
                 arrays["h_edges"], arrays["h_counts"] = unpack_histograms(arrays["h_bins"], packed)
@@ -173,10 +250,16 @@ def load_cache(path: Path, run_name: str) -> Cached:
         except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
             out.sound = False
             break
-    return out
 
 
-def _segment(run_name: str, entries: list[tuple[FileState, Columns, int]]) -> bytes:
+def _number_dtype(text: str) -> np.dtype:
+    dtype = np.dtype(text)
+    if dtype.kind not in "biuf":
+        raise ValueError(f"cache array of dtype {dtype}")
+    return dtype
+
+
+def _segment(key: str, entries: list[tuple[FileState, Columns, int]]) -> bytes:
     """One segment: for each (state, columns, start), the state's metadata and the
     columns read from byte ``start`` of the event file on."""
     blobs: list[bytes] = []
@@ -194,31 +277,34 @@ def _segment(run_name: str, entries: list[tuple[FileState, Columns, int]]) -> by
             blobs.append(raw + b"\0" * pad)
             offset += len(raw) + pad
         files.append({**state.meta(), "start": start, "tags": cols.tags, "arrays": layout})
-    header = json.dumps({"format": CACHE_FORMAT, "version": CACHE_VERSION, "run": run_name, "bytes": offset,
+    header = json.dumps({"format": CACHE_FORMAT, "version": CACHE_VERSION, "run": key, "bytes": offset,
                          "files": files}).encode()
     header += b" " * (-len(header) % 8)  # the arrays start 8-aligned
     return b"".join([MAGIC, struct.pack("<Q", len(header)), header, *blobs])
 
 
-def save_cache(path: Path, run_name: str, states: list[FileState]) -> bool:
+def save_cache(path: Path, key: str, states: list[FileState]) -> bool:
     """Write a run's cache whole, atomically; False (nothing written) when the directory is not writable."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
-            fh.write(_segment(run_name, [(s, s.columns, 0) for s in states]))
+            fh.write(_segment(key, [(s, s.columns, 0) for s in states]))
         tmp.replace(path)
     except OSError:
         tmp.unlink(missing_ok=True)
         return False
+    except BaseException:  # interrupted: leave no partial file behind
+        tmp.unlink(missing_ok=True)
+        raise
     return True
 
 
-def append_cache(path: Path, run_name: str, entries: list[tuple[FileState, Columns, int]]) -> bool:
+def append_cache(path: Path, key: str, entries: list[tuple[FileState, Columns, int]]) -> bool:
     """Append a segment with what is new: (new state, columns read from ``start`` on, start)."""
     try:
         with open(path, "ab") as fh:
-            fh.write(_segment(run_name, entries))
+            fh.write(_segment(key, entries))
     except OSError:
         return False
     return True

@@ -1,15 +1,25 @@
-"""Find the runs below a directory: every directory holding TensorBoard event files.
+"""Find the runs below one or several directories: every directory holding TensorBoard event files.
 
-A run is any directory below the root (at any depth, the root included) that
-holds event files (``*tfevents*``), whatever wrote them. Hidden directories
-(the loader's cache among them) and compare's output (a directory holding
-:data:`POPULATION_MARKER`) are not runs.
+A run is any directory below a root (at any depth, the root included) that
+holds event files (``*tfevents*``), whatever wrote them. Symbolic links are
+followed (the usual way to pick a subset of runs), each real directory once:
+a link back to a directory already walked (a loop, or a second link to the
+same run) is not walked again. Hidden directories and compare's output (a
+directory holding :data:`POPULATION_MARKER`) are not runs. Below a weightwatch
+run (a directory holding :data:`RUN_INFO_FILE`) only directories that are
+weightwatch runs themselves count: the ``train/`` and ``validation/`` of a
+``keras.callbacks.TensorBoard`` sharing its log_dir do not.
+
+Roots may be glob patterns (``runs/lr=*``); a path that exists is taken
+literally even when it holds ``*``, ``?`` or ``[``.
 """
 
 from __future__ import annotations
 
+import glob
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: A directory holding this file is compare's output (figures for TensorBoard), not a run.
@@ -17,21 +27,68 @@ POPULATION_MARKER = "weightwatch-population.json"
 #: Run info written by the integrations (see :mod:`weightwatch.recorder`).
 RUN_INFO_FILE = "weightwatch.json"
 
+PathLike = str | os.PathLike[str]
+
 
 def is_event_file(name: str) -> bool:
     return "tfevents" in name and not name.endswith((".tmp", ".lock"))
 
 
-def find_runs(root: str | os.PathLike[str]) -> list[Path]:
-    """Directories below ``root`` (root included) holding event files, sorted.
+def expand_roots(patterns: PathLike | Sequence[PathLike]) -> list[Path]:
+    """The directories named by ``patterns`` (paths or glob patterns), in the order given.
 
-    Skips hidden directories (the loader's cache among them) and compare's output.
-    Below a weightwatch run (a directory holding ``weightwatch.json``) only
-    directories that are weightwatch runs themselves count: the ``train/`` and
-    ``validation/`` of a keras.callbacks.TensorBoard sharing its log_dir do not.
+    Raises FileNotFoundError naming the first pattern that matches no directory.
+
+    >>> expand_roots([".", "./*.no-such-thing"])
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: './*.no-such-thing' matches no directory
     """
+    items = [patterns] if isinstance(patterns, (str, os.PathLike)) else list(patterns)
+    roots: list[Path] = []
+    for item in items:
+        text = os.fspath(item)
+        if os.path.isdir(text):
+            roots.append(Path(text))
+            continue
+        matches = sorted(m for m in glob.glob(text) if os.path.isdir(m)) if glob.has_magic(text) else []
+        if not matches:
+            kind = "matches no directory" if glob.has_magic(text) else (
+                "is not a directory" if os.path.exists(text) else "does not exist")
+            raise FileNotFoundError(f"{text!r} {kind}")
+        roots += [Path(m) for m in matches]
+    return roots
+
+
+@dataclass
+class Found:
+    """What :func:`discover` found: (name, directory) per run, sorted by name, and the
+    directories that could not be listed (permission denied, ...)."""
+
+    runs: list[tuple[str, Path]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _walk(root: Path, seen: set[tuple[int, int]], problems: list[str]) -> list[Path]:
+    """Run directories below ``root``, following links; ``seen`` holds the (device, inode)
+    of every directory walked so far (shared over roots: each real directory is walked once)."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(exc: OSError) -> None:
+        problems.append(f"cannot list {exc.filename!r}: {exc.strerror or exc}")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable):
+        try:
+            st = os.stat(dirpath)
+        except OSError as exc:
+            unreadable(exc)
+            dirnames[:] = []
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:  # a loop, or a second way to the same directory
+            dirnames[:] = []
+            continue
+        seen.add(key)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if RUN_INFO_FILE in filenames:
             dirnames[:] = [d for d in dirnames if os.path.exists(os.path.join(dirpath, d, RUN_INFO_FILE))]
@@ -40,19 +97,57 @@ def find_runs(root: str | os.PathLike[str]) -> list[Path]:
             continue
         if any(is_event_file(f) for f in filenames):
             found.append(Path(dirpath))
-    return sorted(found)
+    return found
 
 
-def run_name(root: Path, run_dir: Path) -> str:
-    """The run's directory relative to ``root`` (the root's own name when it is the run)."""
+def discover(roots: PathLike | Sequence[PathLike]) -> Found:
+    """Every run below ``roots`` (see the module doc), named by :func:`run_name`.
+
+    Raises FileNotFoundError when a root does not exist or a pattern matches nothing.
+    """
+    dirs = expand_roots(roots)
+    out = Found()
+    seen: set[tuple[int, int]] = set()
+    several = len(dirs) > 1
+    for root in dirs:
+        for run_dir in _walk(root, seen, out.problems):
+            out.runs.append((run_name(root, run_dir, prefix=several), run_dir))
+    out.runs.sort(key=lambda item: item[0])
+    return out
+
+
+def find_runs(root: PathLike | Sequence[PathLike]) -> list[Path]:
+    """Directories below ``root`` (one or several, root included) holding event files, sorted by name."""
+    return [path for _, path in discover(root).runs]
+
+
+def run_name(root: Path, run_dir: Path, prefix: bool = False) -> str:
+    """The run's directory relative to ``root`` (the root's own name when it is the run); with
+    ``prefix`` (several roots), the root as written joined with that (the root itself when it is the run)."""
     rel = run_dir.relative_to(root).as_posix()
+    if prefix:
+        return root.as_posix() if rel == "." else f"{root.as_posix()}/{rel}"
     return rel if rel != "." else (root.resolve().name or str(root))
+
+
+def printable(text: str) -> str:
+    """``text`` for one line of a terminal: control characters (tab, newline, ...) escaped.
+
+    >>> printable("seed 1\\tlr=0.1\\nb")
+    'seed 1\\\\tlr=0.1\\\\nb'
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def total_bytes(run_dirs: Iterable[Path]) -> int:
     """Bytes of event files in ``run_dirs`` together."""
     total = 0
     for run_dir in run_dirs:
-        with os.scandir(run_dir) as it:
-            total += sum(e.stat().st_size for e in it if is_event_file(e.name) and e.is_file())
+        try:
+            with os.scandir(run_dir) as it:
+                total += sum(e.stat().st_size for e in it if is_event_file(e.name) and e.is_file())
+        except OSError:
+            pass  # reported when the run is loaded
     return total

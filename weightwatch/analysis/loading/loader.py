@@ -11,6 +11,7 @@ large enough to pay for them (:data:`PARALLEL_MIN_BYTES`).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -18,9 +19,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import CACHE_DIR
+from .cache import default_cache_dir, evict
 from .columns import histogram_mode
-from .find import find_runs, run_name, total_bytes
+from .find import PathLike, discover, total_bytes
 from .one_run import LoadStats, load_run
 from .run import Run
 from .wire import warm_up
@@ -51,20 +52,20 @@ class LoadResult:
 
 # -- many runs -------------------------------------------------------------------------------------------
 
-def _load_batch(root: Path, run_dirs: list[Path], scalars: bool, histograms: str,
-                cache: bool) -> list[tuple[str, Run | None, list[str], LoadStats, bool]]:
+def _load_batch(items: list[tuple[str, Path]], scalars: bool, histograms: str,
+                cache_dir: Path | None) -> list[tuple[str, Run | None, list[str], LoadStats, bool]]:
     out = []
-    for run_dir in run_dirs:
-        name = run_name(root, run_dir)
+    for name, run_dir in items:
         try:
-            run, fatal, stats, saved = load_run(root, run_dir, scalars=scalars, histograms=histograms, cache=cache)
+            run, fatal, stats, saved = load_run(name, run_dir, scalars=scalars, histograms=histograms,
+                                                cache_dir=cache_dir)
         except Exception as exc:  # noqa: BLE001 - one bad run must not sink the others; it is reported
             run, fatal, stats, saved = None, [f"could not be loaded: {type(exc).__name__}: {exc}"], LoadStats(1), True
         out.append((name, run, fatal, stats, saved))
     return out
 
 
-def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
+def _batches(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
 
@@ -79,6 +80,11 @@ def _pool_context():
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
+def _ignore_interrupt() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them (no traceback from each worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -86,23 +92,30 @@ def _progress(total: int, enabled: bool):
                 file=sys.stderr)
 
 
-def load_runs(root: str | os.PathLike[str], *, scalars: bool = True, histograms: bool | str = True,
-              workers: int | None = None, cache: bool = True, progress: bool = True) -> LoadResult:
+def load_runs(root: PathLike | list[PathLike] | tuple[PathLike, ...], *, scalars: bool = True,
+              histograms: bool | str = True, workers: int | None = None, cache: bool | PathLike = True,
+              progress: bool = True) -> LoadResult:
     """Load every run below ``root``.
 
     Args:
-        root: a directory; every directory below it holding event files is a run.
+        root: a directory, or several (paths or glob patterns); every directory below
+            one holding event files is a run (symbolic links followed, each real
+            directory once). Below one root, runs are named relative to it; with
+            several, each name starts with its root as written.
         scalars: load scalar tags (weight statistics and the user's metrics).
         histograms: True for every histogram, "last" for only each tag's latest
             (what the comparison needs), False for none; records holding
             histograms that are not wanted are skipped without decoding them.
         workers: processes to parse in; None for one per CPU, 1 to stay in
             this process. Small loads stay in this process anyway.
-        cache: reuse and update ``<root>/.weightwatch-cache/``, so a later
-            load only parses bytes appended since.
+        cache: reuse and update the cache (True: the user cache directory, or
+            ``$WEIGHTWATCH_CACHE_DIR``; a path: that directory; False: none), so a
+            later load only parses bytes appended since. Nothing is written
+            into the runs' folders.
         progress: show a progress bar (on a terminal).
 
-    Raises FileNotFoundError when ``root`` is not a directory. Everything else
+    Raises FileNotFoundError when a root is not a directory (or a pattern matches
+    none). Everything else
     (unreadable, truncated or corrupt files) is reported, not raised: in
     ``run.problems`` when part of a run was read, in ``problems`` when nothing was.
 
@@ -116,36 +129,40 @@ def load_runs(root: str | os.PathLike[str], *, scalars: bool = True, histograms:
     ([0, 1, 2, 3], 1)
     """
     t0 = time.perf_counter()
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{str(root)!r} is not a directory")
     mode = histogram_mode(histograms)
-    run_dirs = find_runs(root)
-    result = LoadResult(runs=[], stats=LoadStats(runs=len(run_dirs)))
+    found = discover(root)
+    run_dirs = found.runs
+    result = LoadResult(runs=[], notes=list(found.problems), stats=LoadStats(runs=len(run_dirs)))
     if not run_dirs:
         return result
+    cache_dir = None if cache is False else default_cache_dir() if cache is True else Path(cache)
     workers = max(1, min(workers or os.cpu_count() or 1, len(run_dirs)))
-    if workers > 1 and total_bytes(run_dirs) < PARALLEL_MIN_BYTES:
+    if workers > 1 and total_bytes(path for _, path in run_dirs) < PARALLEL_MIN_BYTES:
         workers = 1
     result.stats.workers = workers
     outcomes: list[tuple[str, Run | None, list[str], LoadStats, bool]] = []
     with _progress(len(run_dirs), progress) as bar:
         if workers == 1:
             for batch in _batches(run_dirs, 1):
-                outcomes += _load_batch(root, batch, scalars, mode, cache)
+                outcomes += _load_batch(batch, scalars, mode, cache_dir)
                 bar.update(len(batch))
         else:
             warm_up()  # compile (or load) the decoder once, before forking
             size = max(1, min(16, len(run_dirs) // (workers * 8)))
-            with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+            pool = ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_ignore_interrupt)
+            try:
                 # the runs' arrays come back pickled: a /dev/shm handover measured under 1.5x faster
                 # (benchmarks/RESULTS.md), not worth its code
-                futures = [pool.submit(_load_batch, root, batch, scalars, mode, cache)
+                futures = [pool.submit(_load_batch, batch, scalars, mode, cache_dir)
                            for batch in _batches(run_dirs, size)]
                 for future in as_completed(futures):
                     done = future.result()
                     outcomes += done
                     bar.update(len(done))
+            except BaseException:  # Ctrl-C: drop the queued batches, do not wait for them
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
     unsaved = 0
     for name, run, fatal, stats, saved in sorted(outcomes, key=lambda o: o[0]):
         result.stats.add(stats)
@@ -154,8 +171,11 @@ def load_runs(root: str | os.PathLike[str], *, scalars: bool = True, histograms:
             result.runs.append(run)
         else:
             result.problems[name] = fatal
-    if cache and unsaved:
-        result.notes.append(f"could not write the cache in {str(root / CACHE_DIR)!r} for {unsaved} runs "
-                            "(not writable?): the next load parses them again")
+    if cache_dir is not None:
+        if unsaved:
+            result.notes.append(f"could not write the cache in {str(cache_dir)!r} for {unsaved} runs (not "
+                                f"writable? set WEIGHTWATCH_CACHE_DIR or pass --no-cache): the next load parses "
+                                "them again")
+        evict(cache_dir)
     result.stats.seconds = time.perf_counter() - t0
     return result

@@ -6,15 +6,15 @@ parsed with :mod:`.parse` and cached with :mod:`.cache`.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import CACHE_DIR, MAX_SEGMENTS, Cached, FileState, append_cache, cache_file, load_cache, \
-    read_tail, save_cache
+from .cache import MAX_SEGMENTS, Cached, FileState, append_cache, cache_file, cache_key, load_cache, read_tail, \
+    save_cache, touch
 from .columns import HISTOGRAM_MODES, Columns, concat, drop_histograms, keep_last_histograms, to_series
-from .find import RUN_INFO_FILE, is_event_file, run_name
+from .find import is_event_file
+from .info import read_info
 from .parse import parse_bytes
 from .run import Run
 
@@ -111,31 +111,24 @@ def _reduce(cols: Columns, histograms: str) -> Columns:
     return keep_last_histograms(cols) if histograms == "last" else cols
 
 
-def _read_info(run_dir: Path) -> tuple[dict, list[str]]:
-    path = run_dir / RUN_INFO_FILE
-    if not path.exists():
-        return {}, []
-    try:
-        info = json.loads(path.read_text())
-        if not isinstance(info, dict):
-            raise ValueError("not a JSON object")
-        return info, []
-    except (OSError, ValueError) as exc:
-        return {}, [f"{RUN_INFO_FILE} is unreadable ({exc}); architecture and layers unknown"]
+def load_run(name: str, run_dir: Path, *, scalars: bool = True, histograms: str = "all",
+             cache_dir: Path | None = None) -> tuple[Run | None, list[str], LoadStats, bool]:
+    """Load the run ``name`` in ``run_dir``, with its cache in ``cache_dir`` (None: no cache).
 
-
-def load_run(root: Path, run_dir: Path, *, scalars: bool = True, histograms: str = "all", cache: bool = True,
-             ) -> tuple[Run | None, list[str], LoadStats, bool]:
-    """Load one run: (run or None, problems when it could not be read at all, stats, cache written)."""
+    Returns (run or None, problems when it could not be read at all, stats, cache written).
+    """
     stats = LoadStats(runs=1)
-    name = run_name(root, run_dir)
-    cache_path = cache_file(root / CACHE_DIR, name)
-    cached = load_cache(cache_path, name) if cache else Cached()
-    info, problems = _read_info(run_dir)
+    key = cache_key(run_dir)
+    cache_path = cache_file(cache_dir, key) if cache_dir is not None else None
+    cached = load_cache(cache_path, key) if cache_path is not None else Cached()
+    info, problems = read_info(run_dir)
     states: list[FileState] = []
     news: list[tuple[FileState, Columns, int]] = []
     fatal: list[str] = []
-    files = sorted(f for f in os.listdir(run_dir) if is_event_file(f) and (run_dir / f).is_file())
+    try:
+        files = sorted(f for f in os.listdir(run_dir) if is_event_file(f) and (run_dir / f).is_file())
+    except OSError as exc:
+        return None, [f"cannot list the directory ({exc.strerror or exc})"], stats, True
     for fname in files:
         stats.event_files += 1
         try:
@@ -150,17 +143,20 @@ def load_run(root: Path, run_dir: Path, *, scalars: bool = True, histograms: str
     gone = set(cached.states) - {s.name for s in states}
     if not news and not gone and states:
         stats.runs_from_cache = 1
+        if cache_path is not None and cached.sound:
+            touch(cache_path)
     if not states or not any(s.records for s in states):
         why = fatal or [f"{s.name}: no readable record" + (f" ({'; '.join(s.stop)})" if s.stop else "")
                         for s in states] or ["no event file could be read"]
-        return None, why + problems, stats, False
+        said = {f"{s.name}: {m}" for s in states for m in s.stop}  # already in ``why``
+        return None, why + [p for p in problems if p not in said], stats, True  # nothing to cache
     saved = True
-    if cache and (news or gone or not cached.sound):
+    if cache_path is not None and (news or gone or not cached.sound):
         rewritten = any(start == 0 and state.name in cached.states for state, _, start in news)
         if gone or rewritten or not cached.sound or not cached.states or cached.segments >= MAX_SEGMENTS:
-            saved = save_cache(cache_path, name, states)
+            saved = save_cache(cache_path, key, states)
         else:
-            saved = append_cache(cache_path, name, news)
+            saved = append_cache(cache_path, key, news)
     cols = concat([s.columns for s in states])
     if histograms == "none":
         cols = drop_histograms(cols)

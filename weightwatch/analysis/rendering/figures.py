@@ -302,7 +302,7 @@ def write_figures(c: Comparison, out: Path) -> list[Figure]:
                 name, _, message = p.partition(": ")
                 c.problem(name, message)
             shape = " x ".join("-".join(map(str, layer.shape)) for layer in runs[0].run.layers)
-            save(fig, f"tsne-{s}-{arch}", f"t-SNE of the weights: {family}, architecture {arch}",
+            save(fig, f"tsne-{s}-{slug(arch)}", f"t-SNE of the weights: {family}, architecture {arch}",
                  f"Each point is a run ({len(runs)} runs with layer shapes {shape}): t-SNE of a fixed sample of "
                  f"its final weights, coloured by final {metric}.", family, "Figs. 11-13")
     return written

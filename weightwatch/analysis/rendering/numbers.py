@@ -17,3 +17,13 @@ def number(x: float) -> str:
 def format_p(p: float) -> str:
     """A p-value for people: 3 decimals, or "<0.001"."""
     return "<0.001" if p < 0.001 else number(p)
+
+
+def format_boundaries(cuts: tuple[float, ...]) -> str:
+    """A family's group boundaries in words.
+
+    >>> format_boundaries((0.5, 0.9)), format_boundaries((0.918,))
+    ('low|mid 0.500, mid|high 0.900', 'low|high 0.918')
+    """
+    names = ("low|high",) if len(cuts) == 1 else ("low|mid", "mid|high")
+    return ", ".join(f"{name} {x:.3f}" for name, x in zip(names, cuts))

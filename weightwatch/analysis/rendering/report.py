@@ -3,12 +3,14 @@
 :func:`compare` chains :func:`~weightwatch.analysis.comparison.compare.compare_runs`
 (load, group, test), :func:`write_report` (the PNGs of :mod:`.figures`,
 index.html of :mod:`.html`, the population's TensorBoard view of
-:mod:`.tbexport`) and, given a reference, each run's verdict
+:mod:`.tbexport`, all under ``out``, written through :mod:`.output` so that
+no partial file is ever left) and, given a reference, each run's verdict
 (:func:`~weightwatch.analysis.classification.classify.classify_below`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from ..classification.classify import classify_below
@@ -17,36 +19,46 @@ from ..comparison.compare import Comparison, compare_runs
 from ..comparison.dispersion import PERMUTATIONS
 from .figures import write_figures
 from .html import write_html
-from .tbexport import write_tensorboard
+from .output import Staging
+from .tbexport import POPULATION_DIR, is_population_file, write_tensorboard
 
 
 def write_report(c: Comparison, out: str | Path | None, *, figures: bool = True, tensorboard: bool = True) -> None:
-    """Write ``c``'s figures and index.html into ``out`` (None: neither) and, with ``tensorboard``,
-    its TensorBoard view under ``c.root``; fills ``c.out``, ``c.figures``, ``c.report``, ``c.tensorboard``.
+    """Write ``c``'s figures, index.html and, with ``tensorboard``, its TensorBoard view
+    (``weightwatch-population/``) into ``out`` (None: nothing); fills ``c.out``, ``c.figures``,
+    ``c.report``, ``c.tensorboard``. Nothing is written anywhere else.
 
-    A TensorBoard view that cannot be written is a warning in ``c.warnings``, not an error.
+    Every file is complete before it replaces the old one; an error or Ctrl-C on the way
+    leaves ``out`` as it was.
     """
-    if out is not None:
-        c.out = Path(out)
-        c.out.mkdir(parents=True, exist_ok=True)
+    if out is None:
+        return
+    c.out = Path(out)
+    with Staging(c.out) as stage:
         if figures:
-            c.figures = write_figures(c, c.out)
-        c.report = write_html(c, c.out / "index.html")
-    if tensorboard:
-        try:
-            c.tensorboard = write_tensorboard(c)
-        except OSError as exc:
-            c.warnings.append(f"could not write the TensorBoard view into {str(c.root)!r}: {exc}")
+            c.figures = write_figures(c, stage.dir)
+        if tensorboard:
+            write_tensorboard(c, stage.dir)
+        write_html(c, stage.dir / "index.html")
+        old = c.out / POPULATION_DIR
+        stale = [p for p in old.iterdir() if p.is_file() and is_population_file(p.name)] if old.is_dir() else []
+        moved = stage.publish()
+    for path in stale:  # the previous compare's event file and embeddings, once the new ones are in place
+        if path not in moved.values():
+            path.unlink(missing_ok=True)
+    c.figures = [dataclasses.replace(f, path=moved[Path(f.path)]) for f in c.figures]
+    c.report = c.out / "index.html"
+    c.tensorboard = c.out / POPULATION_DIR if tensorboard else None
 
 
-def compare(root: str | Path, *, metric: str | None = None, thresholds: tuple[float, float] | None = None,
+def compare(root: str | Path | list[str | Path], *, metric: str | None = None, thresholds: tuple[float, float] | None = None,
             out: str | Path | None = "report", figures: bool = True, tensorboard: bool = True,
             workers: int | None = None, cache: bool = True, progress: bool = True,
             permutations: int = PERMUTATIONS, reference: str | Path | Reference | None = None) -> Comparison:
     """Compare the runs below ``root``: group them by final metric (non / low / mid / high, per
     family), test whether the high runs' weights are more alike than the low runs', and write
-    figures and index.html to ``out`` (None: write nothing) and, with ``tensorboard``, the
-    population's TensorBoard view under ``root``.
+    figures, index.html and, with ``tensorboard``, the population's TensorBoard view to
+    ``out`` (None: write nothing). Nothing is written into ``root``.
 
     Args:
         metric: the final-metric tag (default: the first of val_accuracy, eval_accuracy,
@@ -72,7 +84,12 @@ def compare(root: str | Path, *, metric: str | None = None, thresholds: tuple[fl
     """
     c = compare_runs(root, metric=metric, thresholds=thresholds, workers=workers, cache=cache, progress=progress,
                      permutations=permutations)
+    if reference is not None:  # before the report, which shows them
+        problems: list[str] = []
+        c.predictions = classify_below(c.roots if len(c.roots) > 1 else c.root, reference, problems=problems,
+                                       cache=cache)
+        for p in problems:
+            name, _, message = p.partition(": ")
+            c.problem(name, f"not classified: {message}")
     write_report(c, out, figures=figures, tensorboard=tensorboard)
-    if reference is not None:
-        c.predictions = classify_below(root, reference)
     return c

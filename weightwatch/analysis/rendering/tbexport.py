@@ -1,6 +1,11 @@
-"""The comparison inside TensorBoard: ``tensorboard --logdir runs/`` shows the population too.
+"""The comparison inside TensorBoard, beside the runs.
 
-``compare`` writes one more run directory, ``<root>/weightwatch-population/``:
+``compare`` writes one more run directory, ``<out>/weightwatch-population/``
+(never into the runs' folders), and prints the command that shows it next to
+the runs (:func:`logdir_spec`): ``tensorboard --logdir_spec runs:<runs>,compare:<out>``
+(Images and Text); TensorBoard's projector reads a plain ``--logdir`` only, so the
+embedding is seen with ``tensorboard --logdir <out>`` (:func:`projector_command`).
+It holds:
 
 - an event file with every figure as an image (``compare/<figure>``, Images
   tab) and the tables as markdown (``compare/table``, ``compare/dispersion``,
@@ -10,15 +15,18 @@
   ``metadata_<arch>.tsv`` (run, group, family, final metric) and
   ``projector_config.pbtxt`` listing them;
 - ``weightwatch-population.json``, the marker that tells the loader this
-  directory is compare's output, not a run.
+  directory is compare's output, not a run (should ``--out`` lie below the runs).
 
-The directory is rewritten by each compare.
+Run names are written with control characters escaped (a tab or newline in a
+name would break the TSV). The directory is rewritten by each compare.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 import struct
 import time
 from pathlib import Path
@@ -28,9 +36,10 @@ import numpy as np
 from weightwatch.events import EventFileWriter
 
 from ..comparison.compare import Comparison
-from ..loading.find import POPULATION_MARKER
+from ..loading.find import POPULATION_MARKER, printable
 from .embedding import sketch_matrix
 from .numbers import format_p
+from .plots import slug
 
 POPULATION_DIR = "weightwatch-population"
 
@@ -67,29 +76,27 @@ def write_projector(c: Comparison, out: Path) -> list[str]:
         if len(kept) < 2:
             continue
         x = matrices["all"]
-        np.savetxt(out / f"tensors_{arch}.tsv", x, delimiter="\t", fmt="%.6g")
-        with open(out / f"metadata_{arch}.tsv", "w", encoding="utf-8") as fh:
-            fh.write(f"run\tgroup\tfamily\t{c.metric_label}\n")
+        safe = slug(arch)  # the architecture id comes from the run's weightwatch.json: never a path
+        np.savetxt(out / f"tensors_{safe}.tsv", x, delimiter="\t", fmt="%.6g")
+        with open(out / f"metadata_{safe}.tsv", "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(f"run\tgroup\tfamily\t{printable(c.metric_label)}\n")
             for lab in kept:
-                fh.write(f"{lab.name}\t{lab.group}\t{family}\t{lab.value:.6g}\n")
-        name = f"weight sketch: {family} [{arch}]"
-        config.embeddings.add(tensor_name=name, tensor_path=f"tensors_{arch}.tsv",
-                              metadata_path=f"metadata_{arch}.tsv", tensor_shape=list(x.shape))
+                fh.write(f"{printable(lab.name)}\t{lab.group}\t{printable(family)}\t{lab.value:.6g}\n")
+        name = f"weight sketch: {printable(family)} [{printable(arch)}]"
+        config.embeddings.add(tensor_name=name, tensor_path=f"tensors_{safe}.tsv",
+                              metadata_path=f"metadata_{safe}.tsv", tensor_shape=list(x.shape))
         names.append(name)
     (out / "projector_config.pbtxt").write_text(text_format.MessageToString(config))
     return names
 
 
-def write_tensorboard(c: Comparison) -> Path:
-    """Write ``<root>/weightwatch-population/`` (see the module doc); returns the directory."""
+def write_tensorboard(c: Comparison, parent: Path) -> Path:
+    """Write ``<parent>/weightwatch-population/`` (see the module doc); returns the directory."""
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.text import summary_v2 as text_v2
 
-    out = c.root / POPULATION_DIR
+    out = parent / POPULATION_DIR
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.iterdir():
-        if old.is_file() and ("tfevents" in old.name or old.suffix in (".tsv", ".pbtxt")):
-            old.unlink()
     embeddings = write_projector(c, out)
     (out / POPULATION_MARKER).write_text(json.dumps({
         "format": "weightwatch-population", "version": 1, "created": time.time(),
@@ -115,3 +122,37 @@ def write_tensorboard(c: Comparison) -> Path:
     finally:
         writer.close()
     return out
+
+
+def is_population_file(name: str) -> bool:
+    """A file of the population's view that a new compare replaces."""
+    return "tfevents" in name or name.endswith((".tsv", ".pbtxt"))
+
+
+def logdir_spec(runs: list[Path], out: Path) -> str:
+    """The command that shows the runs and compare's view of them side by side in TensorBoard.
+
+    Each root is named by its last component (made unique); the view's run is then
+    ``compare/weightwatch-population``. Paths are absolute, the argument quoted for a POSIX shell.
+
+    >>> logdir_spec([Path("/data/runs")], Path("/tmp/report"))
+    'tensorboard --logdir_spec runs:/data/runs,compare:/tmp/report'
+    """
+    names: list[str] = []
+    for root in runs:
+        base = re.sub(r"[:,\s]+", "_", Path(root).resolve().name) or "runs"
+        name, i = base, 2
+        while name in names or name == "compare":
+            name, i = f"{base}{i}", i + 1
+        names.append(name)
+    entries = [f"{n}:{Path(r).resolve()}" for n, r in zip(names, runs)] + [f"compare:{Path(out).resolve()}"]
+    return f"tensorboard --logdir_spec {shlex.quote(','.join(entries))}"
+
+
+def projector_command(out: Path) -> str:
+    """The command that shows the population's projector embedding (a plain ``--logdir``).
+
+    >>> projector_command(Path("/tmp/my report"))
+    "tensorboard --logdir '/tmp/my report'"
+    """
+    return f"tensorboard --logdir {shlex.quote(str(Path(out).resolve()))}"

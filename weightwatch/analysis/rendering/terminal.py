@@ -6,7 +6,9 @@ from typing import Any
 
 from ..classification.reffile import json_safe
 from ..comparison.compare import Comparison, problem_lines
-from .numbers import format_p, number
+from ..loading.find import printable
+from .numbers import format_boundaries, format_p, number
+from .tbexport import logdir_spec, projector_command
 
 
 def to_json(c: Comparison) -> dict[str, Any]:
@@ -14,6 +16,7 @@ def to_json(c: Comparison) -> dict[str, Any]:
     the comparison was given a reference."""
     out = json_safe({
         "root": str(c.root),
+        "roots": [str(r) for r in c.roots],
         "metric": c.metric_label,
         "table": [row.as_dict() for row in c.rows],
         "thresholds": {f: list(t) for f, t in c.grouping.thresholds.items()},
@@ -21,12 +24,15 @@ def to_json(c: Comparison) -> dict[str, Any]:
                             "architecture": lab.run.architecture, "reasons": lab.reasons}
                  for lab in c.grouping.labelled},
         "unlabelled": c.grouping.unlabelled,
+        "skipped": c.skipped,
         "dispersion": [d.as_dict() for d in c.dispersion],
         "problems": c.problems,
         "warnings": c.warnings,
         "report": str(c.report) if c.report else None,
         "figures": [str(f.path) for f in c.figures],
         "tensorboard": str(c.tensorboard) if c.tensorboard else None,
+        "tensorboard_command": logdir_spec(c.roots, c.out) if c.tensorboard and c.out else None,
+        "projector_command": projector_command(c.out) if c.tensorboard and c.out else None,
         "load": {"runs": c.loaded.stats.runs, "seconds": c.loaded.stats.seconds,
                  "bytes_read": c.loaded.stats.bytes_read, "runs_from_cache": c.loaded.stats.runs_from_cache},
     })
@@ -35,15 +41,23 @@ def to_json(c: Comparison) -> dict[str, Any]:
     return out
 
 
+def skipped_lines(skipped: dict[str, str]) -> list[str]:
+    """One line per skipped run: ``skipped NAME: REASON`` (control characters escaped)."""
+    return [f"  skipped {printable(name)}: {printable(why)}" for name, why in skipped.items()]
+
+
 def print_terminal(c: Comparison, console: Any = None) -> None:
     """The Table 2 equivalent, the dispersion test and the problems, with rich."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
     labelled = len(c.grouping.labelled)
-    console.print(f"[bold]{labelled} runs[/bold] under {c.root} grouped by final {c.metric_label} "
-                  f"({c.loaded.stats.seconds:.1f} s to load, {c.loaded.stats.runs_from_cache} from cache)")
+    skipped = len(c.skipped)
+    console.print(f"[bold]{labelled} runs[/bold] under {escape(printable(c.where))} grouped by final {c.metric_label}, "
+                  f"{skipped} skipped ({c.loaded.stats.seconds:.1f} s to load, {c.loaded.stats.runs_from_cache} "
+                  "from cache)", markup=True, highlight=False, soft_wrap=True)
     t = Table(title=f"Runs per group (final {c.metric_label}), as in the paper's Table 2")
     for col in ("Family", "Group", "Runs", "Min", "Median", "Max"):
         t.add_column(col, justify="right" if col in ("Runs", "Min", "Median", "Max") else "left")
@@ -53,8 +67,8 @@ def print_terminal(c: Comparison, console: Any = None) -> None:
                   number(row.max), end_section=i + 1 < len(c.rows) and c.rows[i + 1].family != row.family)
     console.print(t)
     if c.grouping.thresholds:
-        console.print("group boundaries (low|mid, mid|high): " + "; ".join(
-            f"{f}: {a:.3f}, {b:.3f}" for f, (a, b) in c.grouping.thresholds.items()))
+        console.print("group boundaries: " + "; ".join(
+            f"{f}: {format_boundaries(cuts)}" for f, cuts in c.grouping.thresholds.items()), markup=False)
     if c.dispersion:
         d = Table(title="Are the high runs' weights more alike than the low runs'? (dispersion ratio, "
                         "permutation test)")
@@ -68,16 +82,23 @@ def print_terminal(c: Comparison, console: Any = None) -> None:
     if non:
         console.print(f"[bold]{len(non)} runs did not converge[/bold]:")
         for lab in non[:10]:
-            console.print(f"  {lab.name}: {'; '.join(lab.reasons)}")
+            console.print(f"  {printable(lab.name)}: {'; '.join(lab.reasons)}", markup=False, highlight=False,
+                          soft_wrap=True)
         if len(non) > 10:
             console.print(f"  ... and {len(non) - 10} more (see --json)")
     for w in c.warnings:
-        console.print(f"[yellow]note:[/yellow] {w}")
-    if c.problems:
-        console.print(f"[yellow]{len(c.problems)} runs with problems:[/yellow]")
-        console.print(problem_lines(c.problems), markup=False, highlight=False)
+        console.print(f"[yellow]note:[/yellow] {escape(printable(w))}", soft_wrap=True)
+    skipped = c.skipped
+    if skipped:
+        console.print(f"[yellow]{len(skipped)} runs skipped:[/yellow]")
+        console.print("\n".join(skipped_lines(skipped)), markup=False, highlight=False, soft_wrap=True)
+    others = {name: messages for name, messages in c.problems.items() if name not in skipped}
+    if others:
+        console.print(f"[yellow]{len(others)} runs with problems:[/yellow]")
+        console.print(problem_lines(others), markup=False, highlight=False, soft_wrap=True)
     if c.report:
         console.print(f"report: {c.report} ({len(c.figures)} figures)")
-    if c.tensorboard:
-        console.print(f"in TensorBoard: tensorboard --logdir {c.root}  (run '{c.tensorboard.name}': "
-                      "images, text and the projector)")
+    if c.tensorboard and c.out:
+        console.print(f"in TensorBoard, beside the runs (run 'compare/{c.tensorboard.name}': images and text):\n"
+                      f"  {logdir_spec(c.roots, c.out)}\nthe runs' weights in the Projector (which reads a plain "
+                      f"--logdir only):\n  {projector_command(c.out)}", markup=False, highlight=False, soft_wrap=True)
