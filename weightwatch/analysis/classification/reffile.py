@@ -60,6 +60,7 @@ import numpy as np
 from weightwatch import __version__
 
 from .features import FEATURE_NAMES, FEATURE_SET, FEATURE_VERSION
+from .hparams import HparamColumn
 from .models import Model, StepModels
 
 FORMAT = "weightwatch-reference"
@@ -69,6 +70,8 @@ JSON_MEMBER = "reference.json"
 ARRAY_PREFIX = "arrays/"
 #: Refuse members larger than this when loading (a ZIP bomb, not a reference).
 MAX_MEMBER_BYTES = 512 << 20
+#: The models a step may hold (``non``: only the first step, and only when optional).
+MODEL_ROLES = ("classifier", "regressor", "non")
 #: The (F,) vectors stored per step.
 VECTORS = ("fill", "coverage", "typical_optimal", "typical_suboptimal")
 
@@ -89,8 +92,10 @@ def write_reference(info: Mapping[str, Any], steps: Sequence[StepModels], path: 
             key = f"{prefix}/{name}"
             arrays[key] = np.asarray(getattr(s, name), dtype=np.float64)
             entry[name] = key
-        for role in ("classifier", "regressor"):
-            model: Model = getattr(s, role)
+        for role in MODEL_ROLES:
+            model: Model | None = getattr(s, role)
+            if model is None:
+                continue
             keys = {}
             for name, arr in model.arrays.items():
                 keys[name] = f"{prefix}/{role}/{name}"
@@ -145,8 +150,8 @@ def read_reference(path: str | Path) -> tuple[dict[str, Any], list[StepModels]]:
             return arr
 
         steps = []
-        n_features = len(FEATURE_NAMES)
         try:
+            n_features = len(FEATURE_NAMES) + len(hparam_names(doc))
             for entry in doc["steps"]:
                 where = f"{path}: step {entry['step']}"
                 vectors = {}
@@ -155,7 +160,9 @@ def read_reference(path: str | Path) -> tuple[dict[str, Any], list[StepModels]]:
                     if vectors[name].shape != (n_features,):
                         raise ReferenceFileError(f"{where}: {name} has shape {vectors[name].shape}")
                 models = {}
-                for role in ("classifier", "regressor"):
+                for role in MODEL_ROLES:
+                    if role == "non" and role not in entry:
+                        continue
                     meta = dict(entry[role])
                     arrays = {k: array(v) for k, v in meta.pop("arrays").items()}
                     for k in ("roots", "left", "right", "feature"):
@@ -234,6 +241,11 @@ def check_compatible(doc: Mapping[str, Any], path: str | Path = "reference") -> 
             f"this weightwatch computes {FEATURE_SET!r} version {FEATURE_VERSION}. "
             "Fit the reference again with `weightwatch fit` (same runs, this version)."
         )
+
+
+def hparam_names(doc: Mapping[str, Any]) -> list[str]:
+    """The hyperparameter columns a reference appends to FEATURE_NAMES (``features.hparams``)."""
+    return [HparamColumn.from_json(c).name for c in doc.get("features", {}).get("hparams", [])]
 
 
 def reference_info(label: Mapping[str, Any], population: Mapping[str, Any],
