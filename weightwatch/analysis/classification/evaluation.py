@@ -5,10 +5,14 @@ The baselines are what a user has without weightwatch, taken as they are
 (no model): the metric so far and the best of the three curve extrapolations
 (:mod:`.curves`) as scores of "ends optimal" (ROC AUC) and as predictions of
 the final metric (Kendall tau, R^2), and the hyperparameters-only family.
-The reference's P(optimal) comes, per step, from the family with the highest
-out-of-fold AUC (ties: the simpler, earlier one of :data:`~.families.FAMILIES`,
-so the metric so far wins a tie), its predicted metric from the family with
-the highest out-of-fold R^2. The weights "add nothing" at a step when a family
+The ``metric`` family's model is monotone in the metric so far, so it ranks
+runs exactly as the raw metric does: its AUC is the raw one. The
+reference's P(optimal) comes, per step, from the family with the highest
+out-of-fold AUC, but another family replaces the metric so far only when it
+validates at least :data:`MARGIN` better (choosing the best of ten on a few
+dozen runs is optimistic, and the simpler model then generalises better; ties
+go to the earlier family of :data:`~.families.FAMILIES`); its predicted metric
+comes from the family with the highest out-of-fold R^2. The weights "add nothing" at a step when a family
 that never looks at them validates at least as well as the best that does.
 """
 
@@ -24,6 +28,10 @@ import numpy as np
 from .candidates import CLASSIFIERS, REGRESSORS, cross_validate, filled, usable
 from .curves import EXTRAPOLATORS, METRIC_SO_FAR
 from .families import FAMILIES, LINEAR_ONLY, WEIGHT_FAMILIES, family_masks
+
+
+#: How much better (AUC) a family must validate than the metric so far to be used instead of it.
+MARGIN = 0.02
 
 
 def candidates_for(family: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -99,10 +107,16 @@ def evaluate_step(x: np.ndarray, names: Sequence[str], y: np.ndarray, values: np
         best = max(extrap, key=lambda e: extrap[e]["auc"])
         baselines["extrapolation"] = {**extrap[best], "curve": best,
                                       "all": {e: q["auc"] for e, q in extrap.items()}}
+    if "metric_so_far" in baselines and table.get("metric", {}).get("available"):
+        # a monotone model of one column ranks as the column does: its AUC is the raw one
+        table["metric"]["auc_model"] = table["metric"]["auc"]
+        table["metric"]["auc"] = baselines["metric_so_far"]["auc"]
     ok = [f for f in masks if table[f]["available"]]
     if not ok:
         raise ValueError("no feature varies among the runs at this step")
     clf_family = max(ok, key=lambda f: table[f]["auc"])  # max keeps the first of equals: the simpler family
+    if "metric" in ok and table[clf_family]["auc"] < table["metric"]["auc"] + MARGIN:
+        clf_family = "metric"
     reg_family = max(ok, key=lambda f: table[f]["r2"])
     with_w = [table[f]["auc"] for f in ok if f in WEIGHT_FAMILIES]
     without = [table[f]["auc"] for f in ok if f not in WEIGHT_FAMILIES]

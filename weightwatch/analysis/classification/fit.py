@@ -167,7 +167,7 @@ class FitResult:
 def fit(runs: str | os.PathLike[str] | Sequence[Run], *, metric: str | None = None, threshold: float | None = None,
         top: float | None = None, cv: int = 5, random_state: int = 0, baseline: bool = True,
         max_steps: int = MAX_STEPS, progress: Callable[[str], None] | None = None,
-        population: Population | None = None) -> FitResult:
+        population: Population | None = None, families: Sequence[str] | None = None) -> FitResult:
     """Fit a reference on ``runs``: a directory of finished runs, or runs already loaded.
 
     For each logged step, candidate models are compared by cross-validation and
@@ -182,6 +182,8 @@ def fit(runs: str | os.PathLike[str] | Sequence[Run], *, metric: str | None = No
         baseline: also cross-validate models that see only the hyperparameters.
         progress: called with one line per fitted step.
         population: features already computed by :func:`~.population.population_features`.
+        families: the feature families the reference may use (default: all of
+            :data:`~.families.FAMILIES`; e.g. ``("weights",)`` for a weights-only reference).
 
     Raises ValueError when the runs cannot be labelled into two groups of at
     least 2 runs, FileNotFoundError for a missing directory.
@@ -207,7 +209,7 @@ def fit(runs: str | os.PathLike[str] | Sequence[Run], *, metric: str | None = No
     steps = model_steps(pop, y, max_steps)
     if not steps:
         raise ValueError("no step was logged by at least half of the runs with both groups present")
-    families = [f for f in FAMILIES if baseline or f != "hparams"]
+    families = [f for f in (families or FAMILIES) if baseline or f != "hparams"]
     fitted, curve = [], []
     for step in steps:
         idx, x = pop.rows(step)

@@ -12,12 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..classification.classify import classify_below
-from ..classification.reference import Reference
+from ..classification.reference import Reference, load_reference
 from ..comparison.compare import Comparison, compare_runs
 from ..comparison.dispersion import PERMUTATIONS
 from .figures import write_figures
 from .html import write_html
 from .tbexport import write_tensorboard
+from .verdicts import reference_notes
 
 
 def write_report(c: Comparison, out: str | Path | None, *, figures: bool = True, tensorboard: bool = True) -> None:
@@ -72,7 +73,9 @@ def compare(root: str | Path, *, metric: str | None = None, thresholds: tuple[fl
     """
     c = compare_runs(root, metric=metric, thresholds=thresholds, workers=workers, cache=cache, progress=progress,
                      permutations=permutations)
-    write_report(c, out, figures=figures, tensorboard=tensorboard)
     if reference is not None:
-        c.predictions = classify_below(root, reference)
+        ref = load_reference(reference)
+        c.predictions = classify_below(root, ref)
+        c.reference_notes = reference_notes(ref)
+    write_report(c, out, figures=figures, tensorboard=tensorboard)
     return c
