@@ -2,7 +2,7 @@
 
 1. Train a small population of runs with random hyperparameters (hidden size,
    init std, lr), logged by weightwatch (examples/torch_digits.py's loop).
-2. ``weightwatch.analysis.fit`` learns from them which runs end in the better half.
+2. ``fit`` (from ``weightwatch.analysis``) learns from them which runs end in the better half.
 3. An Optuna study searches the same space; each trial trains under
    ``WeightWatch(reference=...)``, reports its accuracy and the live verdict,
    and ``WeightWatchPruner`` (with Optuna's MedianPruner behind it) stops the

@@ -12,7 +12,8 @@ def add(sub: argparse._SubParsersAction) -> None:
                        description="Judge each RUN with a reference written by `weightwatch fit`.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or directories holding runs)")
     p.add_argument("--reference", "-r", required=True, help="the reference file written by `weightwatch fit`")
-    p.add_argument("--step", type=int, help="judge each run at its latest logged step <= STEP")
+    p.add_argument("--step", type=int, help="judge each run as it stood at STEP, exactly as if it had stopped there "
+                                            "(its latest logged step <= STEP)")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
     p.set_defaults(func=run)
 

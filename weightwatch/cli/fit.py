@@ -22,6 +22,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cv", type=int, default=5, help="cross-validation folds")
     p.add_argument("--seed", type=int, default=0, help="random_state of the models and folds")
     p.add_argument("--no-baseline", action="store_true", help="skip the hyperparameters-only baseline")
+    p.add_argument("--families", nargs="+", metavar="FAMILY",
+                   help="the feature families the reference may use (default: all; e.g. 'weights' for a "
+                        "weights-only reference; see docs/classify.md)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run)
 
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         result = fit(loaded.runs, metric=args.metric, threshold=args.threshold, top=args.top,
-                     cv=args.cv, random_state=args.seed, baseline=not args.no_baseline,
+                     cv=args.cv, random_state=args.seed, baseline=not args.no_baseline, families=args.families,
                      progress=None if args.json else lambda line: print(f"  {line}", file=sys.stderr))
     except ValueError as exc:
         print(f"weightwatch fit: {exc}", file=sys.stderr)

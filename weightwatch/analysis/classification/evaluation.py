@@ -110,7 +110,8 @@ def evaluate_step(x: np.ndarray, names: Sequence[str], y: np.ndarray, values: np
     if "metric_so_far" in baselines and table.get("metric", {}).get("available"):
         # a monotone model of one column ranks as the column does: its AUC is the raw one
         table["metric"]["auc_model"] = table["metric"]["auc"]
-        table["metric"]["auc"] = baselines["metric_so_far"]["auc"]
+        raw = baselines["metric_so_far"]["auc"]
+        table["metric"]["auc"] = max(raw, 1.0 - raw)  # a metric that falls for the good runs gets a negative slope
     ok = [f for f in masks if table[f]["available"]]
     if not ok:
         raise ValueError("no feature varies among the runs at this step")

@@ -209,6 +209,9 @@ def fit(runs: str | os.PathLike[str] | Sequence[Run], *, metric: str | None = No
     steps = model_steps(pop, y, max_steps)
     if not steps:
         raise ValueError("no step was logged by at least half of the runs with both groups present")
+    unknown = sorted(set(families or ()) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"unknown feature families {unknown}; choose from {', '.join(FAMILIES)}")
     families = [f for f in (families or FAMILIES) if baseline or f != "hparams"]
     fitted, curve = [], []
     for step in steps:

@@ -8,7 +8,10 @@ member                content
 ====================  ==========================================================
 ``reference.json``    UTF-8 JSON: ``format`` (``"weightwatch-reference"``),
                       ``version`` (1), the feature set (``features.set``,
-                      ``features.version``, ``features.names``: one per column),
+                      ``features.version``, ``features.names``: one per column;
+                      ``features.hparams``: hyperparameter columns appended, each
+                      ``{"key", "level"}``; ``features.horizon``: the step the
+                      curves are extrapolated to),
                       the labels (``label``: metric, rule, threshold), the
                       training population, the hparams-only baseline and one
                       entry per step in ``steps`` (see below)
@@ -21,8 +24,10 @@ that logged step: ``step``, ``runs``, ``cv`` (cross-validated quality),
 ``fill`` (array key: (F,) value used for a missing feature),
 ``coverage`` ((F,) fraction of the training runs that had each feature),
 ``typical_optimal`` / ``typical_suboptimal`` ((F,) medians, to explain a
-prediction), ``classifier`` (gives P(optimal)) and ``regressor`` (gives the
-predicted final metric). A model is one of:
+prediction), ``classifier`` (gives P(optimal)), ``regressor`` (gives the
+predicted final metric) and, optionally, ``non`` (P(the run stays at chance),
+first step only). Vectors and models have one entry per column: the feature
+names, then the hyperparameter columns. A model is one of:
 
 - ``{"kind": "linear", "link": ..., "intercept": b, "arrays": {"center", "scale", "coef"}}``:
   ``raw = b + sum_j coef_j * (x_j - center_j) / scale_j``;
