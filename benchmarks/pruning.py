@@ -5,7 +5,8 @@ becomes one Optuna trial, replayed through Optuna itself (``study.ask`` /
 ``study.tell``): after each epoch the trial reports the val_accuracy it logged
 at that epoch (step = epochs trained so far) and, for weightwatch's pruner,
 the P(optimal) its reference gives the run as it stood at that epoch
-(``classify`` at that step); then the pruner decides from what was logged so
+(``classify`` at that step) from a reference fitted on the fit runs with
+labels "top 50%" (benchmarks/verdict.py's) or "top 20%"; then the pruner decides from what was logged so
 far, and a pruned trial trains no further epoch. Pruners: Optuna's
 MedianPruner, PercentilePruner (25th), SuccessiveHalvingPruner,
 HyperbandPruner (defaults, max_resource = the epochs) and
@@ -45,23 +46,29 @@ def curves(runs, ref: Reference) -> tuple[np.ndarray, np.ndarray]:
     return acc, p
 
 
-def pruners(epochs: int) -> dict:
+def pruners(epochs: int, labels: str) -> dict:
+    """Optuna's four pruners, none, and weightwatch's at several thresholds (``labels``: the reference's)."""
     import optuna
 
     from weightwatch.integrations.optuna import WeightWatchPruner
 
-    return {
+    out = {
         "MedianPruner": lambda: optuna.pruners.MedianPruner(),
         "PercentilePruner(25)": lambda: optuna.pruners.PercentilePruner(25.0),
         "SuccessiveHalvingPruner": lambda: optuna.pruners.SuccessiveHalvingPruner(),
         "HyperbandPruner": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs),
-        "weightwatch p<0.05": lambda: WeightWatchPruner(threshold=0.05, min_step=0),
-        "weightwatch p<0.1": lambda: WeightWatchPruner(threshold=0.1, min_step=0),
-        "weightwatch p<0.2": lambda: WeightWatchPruner(threshold=0.2, min_step=0),
-        "weightwatch p<0.1 + Median": lambda: WeightWatchPruner(threshold=0.1, min_step=0,
-                                                              base=optuna.pruners.MedianPruner()),
         "no pruning": lambda: optuna.pruners.NopPruner(),
     }
+    for t in THRESHOLDS:
+        out[f"weightwatch ({labels}) p<{t}"] = lambda t=t: WeightWatchPruner(threshold=t, min_step=0)
+    out[f"weightwatch ({labels}) p<0.1 + Median"] = lambda: WeightWatchPruner(
+        threshold=0.1, min_step=0, base=optuna.pruners.MedianPruner())
+    return out
+
+
+THRESHOLDS = (0.1, 0.3, 0.5)
+#: The references replayed: the verdict benchmark's (better half) and one fitted on the top 20%.
+LABELS = {"top 50%": 0.5, "top 20%": 0.2}
 
 
 def replay(make_pruner, acc: np.ndarray, p: np.ndarray, order: np.ndarray, seed: int) -> np.ndarray:
@@ -88,7 +95,7 @@ def replay(make_pruner, acc: np.ndarray, p: np.ndarray, order: np.ndarray, seed:
     return trained
 
 
-def measure(acc: np.ndarray, p: np.ndarray, orders: int) -> dict[str, dict]:
+def measure(acc: np.ndarray, ps: dict[str, np.ndarray], orders: int) -> dict[str, dict]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -98,7 +105,11 @@ def measure(acc: np.ndarray, p: np.ndarray, orders: int) -> dict[str, dict]:
     rng = np.random.default_rng(0)
     perms = [rng.permutation(n) for _ in range(orders)]
     out = {}
-    for name, make in pruners(epochs).items():
+    makers = {}
+    for labels, p in ps.items():
+        makers.update({name: (make, p) for name, make in pruners(epochs, labels).items()
+                       if name.startswith("weightwatch") or labels == next(iter(ps))})
+    for name, (make, p) in makers.items():
         runs = [replay(make, acc, p, order, seed) for seed, order in enumerate(perms)]
         done = [t == epochs for t in runs]
         out[name] = {"epochs": float(np.mean([t.sum() for t in runs])),
@@ -119,9 +130,10 @@ def plot(results: dict[str, dict], path: Path) -> None:
         for name, r in rows.items():
             ww = name.startswith("weightwatch")
             ax.scatter(r["epochs"], r["recall"], marker="o" if ww else "s", color="tab:red" if ww else "tab:blue")
-            ax.annotate(name.replace("Pruner", ""), (r["epochs"], r["recall"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
-        ax.set_title(verdict.DESCRIPTION[kind].split(":")[0])
+            short = name.replace("Pruner", "").replace("weightwatch ", "ww ").replace("no pruning", "none")
+            ax.annotate(short, (r["epochs"], r["recall"]), fontsize=6, rotation=20,
+                        xytext=(3, 2), textcoords="offset points")
+        ax.set_title(f"{kind}: {verdict.DESCRIPTION[kind].split(': ')[1].split(',')[0]}", fontsize=9)
         ax.set_xlabel("epochs trained in total")
         ax.set_ylabel("recall of the true top-10% runs")
         ax.set_ylim(-0.05, 1.1)
@@ -143,10 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     for kind in args.kinds:
         runs = verdict.population(args.root, kind, args.runs)
         train, test = runs[:args.fit_runs], runs[args.fit_runs:]
-        path = args.root / f"{kind}.ww"
-        ref = Reference.load(path) if path.exists() else fit(train, metric="val_accuracy", top=0.5).reference
-        acc, p = curves(test, ref)
-        results[kind] = measure(acc, p, args.orders)
+        ps = {}
+        for labels, top in LABELS.items():
+            path = args.root / (f"{kind}.ww" if top == 0.5 else f"{kind}-top{int(top * 100)}.ww")
+            if not path.exists():
+                fit(train, metric="val_accuracy", top=top).reference.save(path)
+            acc, ps[labels] = curves(test, Reference.load(path))
+        results[kind] = measure(acc, ps, args.orders)
         sizes[kind] = acc.shape
     lines = [f"Command: `{command}` (after benchmarks/verdict.py, whose references it uses). Each population's "
              f"held-out runs replayed as Optuna trials in {args.orders} random orders (means shown); the reference "
