@@ -77,7 +77,8 @@ def replay(make_pruner, acc: np.ndarray, p: np.ndarray, order: np.ndarray, seed:
 
     from weightwatch.integrations.optuna import report
 
-    study = optuna.create_study(direction="maximize", pruner=make_pruner(),
+    # a fixed study name: HyperbandPruner assigns brackets by hashing it with the trial number
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(), study_name=f"replay-{seed}",
                                 sampler=optuna.samplers.RandomSampler(seed=seed))
     trained = np.zeros(len(acc), dtype=np.int64)
     epochs = acc.shape[1]
