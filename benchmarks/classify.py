@@ -89,7 +89,7 @@ def auc_interval(y: np.ndarray, p: np.ndarray, resamples: int = 2000, seed: int 
 def held_out_curve(ref: Reference, runs, values, threshold: float) -> tuple[list[dict], float]:
     """Quality of the reference on the held-out runs at each of its steps, and the seconds classifying took."""
     t0 = time.perf_counter()
-    tables = [run_features(r) for r in runs]
+    tables = [ref.table(r) for r in runs]
     scored = []
     for m in ref.steps:
         x = np.vstack([t.at(m.step)[1] for t in tables])

@@ -235,3 +235,33 @@ def test_hf_stop_option(per_step, tmp_path):
         epochs[init] = round(trainer.state.epoch)
         assert cb.run.scorer.history[-1].step == trainer.state.global_step
     assert epochs == {"zeros": 1, 0.1: EPOCHS}
+
+
+@pytest.mark.slow
+def test_optuna_study_example_end_to_end(tmp_path):
+    """examples/optuna_digits.py: a population, a reference, a study pruned by the verdict; every trial
+    whose P(optimal) fell below the threshold stopped there, the others trained every epoch."""
+    pytest.importorskip("optuna")
+    import json
+
+    from tb_read import run_example
+    from weightwatch.analysis import load_runs
+
+    epochs, threshold = 3, 0.3
+    run_example("optuna_digits.py", tmp_path, "--population", "10", "--trials", "6", "--epochs", str(epochs),
+                "--threshold", str(threshold))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["trials"] == 6 and (tmp_path / "reference.ww").exists()
+    assert summary["epochs_trained"] == sum(t["epochs"] for t in summary["per_trial"])
+    runs = {r.name: r for r in load_runs(tmp_path / "study", progress=False, cache=False).runs}
+    for t in summary["per_trial"]:
+        run = runs[f"trial{t['number']:03d}"]
+        assert run.scalars["val_accuracy"].steps.tolist() == list(range(t["epochs"]))  # what it trained
+        history = [t["p_optimal"][str(e)] for e in range(t["epochs"])]
+        # the verdict the pruner saw is the one the run logged
+        assert run.scalars["weightwatch/p_optimal"].values.tolist() == pytest.approx(history, rel=1e-6, abs=1e-7)
+        below = [e for e, p in enumerate(history) if p < threshold]
+        if below:  # the rule fires at the first epoch below the threshold
+            assert t["state"] == "PRUNED" and t["epochs"] == below[0] + 1
+        elif t["state"] == "COMPLETE":
+            assert t["epochs"] == epochs

@@ -15,7 +15,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN",
                    help="run directories, directories holding runs, or glob patterns (symbolic links followed)")
     p.add_argument("--reference", "-r", required=True, help="the reference file written by `weightwatch fit`")
-    p.add_argument("--step", type=int, help="judge each run at its latest logged step <= STEP")
+    p.add_argument("--step", type=int, help="judge each run as it stood at STEP, exactly as if it had stopped there "
+                                            "(its latest logged step <= STEP)")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
     p.add_argument("--no-cache", action="store_true", help="parse every event file again and write no cache")
     p.set_defaults(func=run)

@@ -42,6 +42,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cv", type=folds, default=5, help="cross-validation folds (at least 2)")
     p.add_argument("--seed", type=int, default=0, help="random_state of the models and folds")
     p.add_argument("--no-baseline", action="store_true", help="skip the hyperparameters-only baseline")
+    p.add_argument("--families", nargs="+", metavar="FAMILY",
+                   help="the feature families the reference may use (default: all; e.g. 'weights' for a "
+                        "weights-only reference; see docs/classify.md)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     add_load_options(p)
     p.set_defaults(func=run)
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                     f"none of the {len(loaded.problems)} runs under {where} could be read", EXIT_NOTHING)
     try:
         result = fit(loaded.runs, metric=args.metric, threshold=args.threshold, top=args.top,
-                     cv=args.cv, random_state=args.seed, baseline=not args.no_baseline,
+                     cv=args.cv, random_state=args.seed, baseline=not args.no_baseline, families=args.families,
                      progress=None if args.json else lambda line: print(f"  {line}", file=sys.stderr))
     except ValueError as exc:
         return fail("fit", str(exc), EXIT_NOTHING)

@@ -127,7 +127,9 @@ def test_live_features_equal_the_logged_ones(tmp_path):
     live = LoggedRun(ww.layers, ww.recorder.bins)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     for step in range(3):
-        live.append(ww.recorder.log(step, ww.tensors(), {"accuracy": 0.5}))
+        metrics = {"accuracy": 0.5 + 0.1 * step, "loss": 2.0 / (step + 1)}
+        live.append(ww.recorder.log(step, ww.tensors(), metrics))
+        live.add_metrics(step, metrics)
         loss = model(torch.randn(32, 64)).pow(2).mean()
         opt.zero_grad()
         loss.backward()
@@ -138,6 +140,7 @@ def test_live_features_equal_the_logged_ones(tmp_path):
     assert loaded.steps.tolist() == scored.steps.tolist() == [0, 1, 2]
     np.testing.assert_array_equal(scored.values, loaded.values)
     assert not np.isnan(loaded.as_dict()["norm/w_std"])
+    assert loaded.as_dict()["curve/metric_last"] == pytest.approx(0.7)  # the curves count too
 
 
 def test_slots_of_a_cnn_with_norm():

@@ -123,19 +123,24 @@ class _Chosen:
     regressor: str
     quality: dict[str, float]
     candidates: dict[str, dict[str, float]]
+    proba: np.ndarray | None = None
+    predicted: np.ndarray | None = None
 
 
 def cross_validate(x: np.ndarray, y: np.ndarray, values: np.ndarray, cv: int = 5,
-                   random_state: int = 0) -> _Chosen:
-    """Out-of-fold quality of every candidate on (filled) features ``x`` (n, f); picks the best of each kind."""
+                   random_state: int = 0, classifier_names: tuple[str, ...] = CLASSIFIERS,
+                   regressor_names: tuple[str, ...] = REGRESSORS) -> _Chosen:
+    """Out-of-fold quality of the candidates named on (filled) features ``x`` (n, f); picks the best of
+    each kind. ``probas`` / ``preds`` of the result: the chosen ones' out-of-fold outputs (n,)."""
     from sklearn.metrics import r2_score, roc_auc_score
 
     folds = _folds(y, cv, random_state)
-    probas = {n: _oof(m, x, y, folds, y, True) for n, m in classifiers(random_state).items()}
-    preds = {n: _oof(m, x, values, folds, y, False) for n, m in regressors(random_state).items()}
+    clfs, regs = classifiers(random_state), regressors(random_state)
+    probas = {n: _oof(clfs[n], x, y, folds, y, True) for n in classifier_names}
+    preds = {n: _oof(regs[n], x, values, folds, y, False) for n in regressor_names}
     auc = {n: float(roc_auc_score(y, p)) for n, p in probas.items()}
     r2 = {n: float(r2_score(values, p)) for n, p in preds.items()}
-    clf = max(CLASSIFIERS, key=lambda n: auc[n])  # ties: the earlier (simpler) candidate
-    reg = max(REGRESSORS, key=lambda n: r2[n])
+    clf = max(classifier_names, key=lambda n: auc[n])  # ties: the earlier (simpler) candidate
+    reg = max(regressor_names, key=lambda n: r2[n])
     return _Chosen(clf, reg, quality(y, probas[clf], values, preds[reg]),
-                   {"auc": auc, "r2": r2})
+                   {"auc": auc, "r2": r2}, probas[clf], preds[reg])

@@ -1,4 +1,4 @@
-"""Architecture-agnostic features of a run's weights, at any logged epoch.
+"""Architecture-agnostic features of a run at any logged step: its weights and its curves so far.
 
 A run's layers are grouped into *slots* that every network of a family has,
 whatever its sizes, so a model fitted on some architectures applies to others:
@@ -24,6 +24,9 @@ NaN. Per layer, at one logged step (tags as in :mod:`weightwatch.tags`):
   ``s_per_input`` = s_mean / fan-in (the mean |w|, independent of width),
   ``s_cv`` = s_std / s_mean, ``s_min_rel`` / ``s_max_rel``: the smallest and
   largest node strength (from the ``node_strength/<layer>`` histogram) over s_mean;
+  ``s_q10 .. s_q90``, ``s_entropy``: the distribution of node strength over the
+  layer's neurons (the bag-of-neurons of Scabini & Bruno 2023), from the same
+  histogram: quantiles over s_mean, normalised entropy (:mod:`.histograms`);
 - ``h_kurt, h_skew``: kurtosis and skewness of the ``weights/<layer>``
   histogram (bin centres), ``h_peak0``: its density at zero times
   std * sqrt(2 pi) (1 for a Gaussian centred on zero, > 1 for a peak at zero),
@@ -31,9 +34,14 @@ NaN. Per layer, at one logged step (tags as in :mod:`weightwatch.tags`):
 
 Each of these also comes as ``<name>:delta`` (change since the previous logged
 step) and ``<name>:start`` (change since the first logged step); both are NaN
-at the first step. Finally ``arch/depth`` (layers with nodes),
+at the first step. Per slot, how far the layers moved since the previous log
+relative to their size: ``u_shift``, ``u_norm``, ``u_strength`` (see
+:func:`layer_updates`). Then ``arch/depth`` (layers with nodes),
 ``arch/log10_params`` and ``arch/log2_width`` (mean log2 nodes of the hidden
-layers, else of the first). :data:`FEATURE_NAMES` lists every name, in the
+layers, else of the first). Last, the learning-curve features ``curve/*`` of
+:mod:`.curves` (metric and loss so far, their slope, the train-validation
+gap, parametric extrapolations to the final step), from the points logged at
+steps <= the step only. :data:`FEATURE_NAMES` lists every name, in the
 order of the columns; :data:`FEATURE_VERSION` changes whenever they do.
 
 >>> len(FEATURE_NAMES) == len(set(FEATURE_NAMES))
@@ -54,10 +62,15 @@ import numpy as np
 from weightwatch.layers import NODE_KINDS, LayerInfo, mark_output
 from weightwatch.tags import ALL, BIAS, STRENGTH, WEIGHTS
 
-from ..loading.run import HistogramSeries, Run
+from ..loading.run import Run
+from .curves import CURVE_NAMES, curve_features
+from .histograms import NEURON_STATS, histogram_rows, histogram_shape, strength_distribution
+
+__all__ = ["ARCH", "CURVE_NAMES", "FEATURE_NAMES", "FEATURE_SET", "FEATURE_VERSION", "FeatureTable", "SLOTS",
+           "UPDATE_NAMES", "assign_slots", "feature_index", "histogram_shape", "run_features"]
 
 FEATURE_SET = "weightwatch-features"
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 
 SLOTS = ("first", "hidden", "output", "conv", "attn", "mlp", "norm", "all")
 _TENSOR = ("p0", "p25", "p50", "p75", "p100", "mean", "std")
@@ -65,12 +78,18 @@ STATS = (
     *(f"w_{s}" for s in _TENSOR), "w_nonfinite",
     *(f"b_{s}" for s in _TENSOR),
     "s_mean", "s_std", "s_pos", "s_neg", "s_fluct", "s_per_input", "s_cv", "s_min_rel", "s_max_rel",
+    *NEURON_STATS,
     "h_kurt", "h_skew", "h_peak0", "h_mode",
 )
 CHANGES = ("delta", "start")
 ARCH = ("arch/depth", "arch/log10_params", "arch/log2_width")
+#: How far each layer moved since the previous log, relative to its size (see the module doc).
+UPDATES = ("u_shift", "u_norm", "u_strength")
 _BASE = tuple(f"{slot}/{stat}" for slot in SLOTS for stat in STATS)
-FEATURE_NAMES: tuple[str, ...] = (*_BASE, *(f"{n}:{c}" for c in CHANGES for n in _BASE), *ARCH)
+UPDATE_NAMES = tuple(f"{slot}/{u}" for slot in SLOTS for u in UPDATES)
+FEATURE_NAMES: tuple[str, ...] = (*_BASE, *(f"{n}:{c}" for c in CHANGES for n in _BASE), *UPDATE_NAMES, *ARCH,
+                                  *CURVE_NAMES)
+_SHIFT_QUANTILES = ("p0", "p25", "p50", "p75", "p100")
 
 _STRENGTH_TAGS = {"s_mean": "mean", "s_std": "std", "s_pos": "pos_mean", "s_neg": "neg_mean",
                   "s_fluct": "fluctuation"}
@@ -167,48 +186,6 @@ def _aligned(steps: np.ndarray, at: np.ndarray, values: np.ndarray) -> np.ndarra
     return out
 
 
-def histogram_shape(edges: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Shape of histograms given row-wise: edges (n, k + 1), counts (n, k) -> four (n,) arrays.
-
-    Moments use the bin centres. ``h_peak0`` is the density of the bin holding
-    zero times std * sqrt(2 pi) (0 when zero lies outside the histogram).
-    """
-    edges = np.asarray(edges, dtype=np.float64)
-    counts = np.asarray(counts, dtype=np.float64)
-    n = counts.sum(axis=1)
-    nan = np.full(n.shape, np.nan)
-    out = {"h_kurt": nan.copy(), "h_skew": nan.copy(), "h_peak0": nan.copy(), "h_mode": nan.copy()}
-    for r in np.flatnonzero(n > 0):
-        e, c = edges[r], counts[r]
-        centres = (e[:-1] + e[1:]) / 2.0
-        mean = float(c @ centres) / n[r]
-        d = centres - mean
-        var = float(c @ d ** 2) / n[r]
-        if not var > 0:
-            continue
-        std = math.sqrt(var)
-        out["h_kurt"][r] = float(c @ d ** 4) / n[r] / var ** 2
-        out["h_skew"][r] = float(c @ d ** 3) / n[r] / std ** 3
-        out["h_mode"][r] = (centres[int(np.argmax(c))] - mean) / std
-        density = 0.0
-        if e[0] <= 0.0 <= e[-1]:
-            j = min(int(np.searchsorted(e, 0.0, side="right")) - 1, c.size - 1)
-            width = e[j + 1] - e[j]
-            density = c[j] / (n[r] * width) if width > 0 else 0.0
-        out["h_peak0"][r] = density * std * math.sqrt(2 * math.pi)
-    return out
-
-
-def _histogram_rows(steps: np.ndarray, hist: HistogramSeries | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The histogram rows at ``steps``: (has (n,) bool, edges (n, k+1), counts (n, k))."""
-    if hist is None or len(hist.steps) == 0:
-        return np.zeros(steps.shape, bool), np.zeros((steps.size, 2)), np.zeros((steps.size, 1))
-    at = np.asarray(hist.steps, dtype=np.int64)
-    i = np.clip(np.searchsorted(at, steps), 0, at.size - 1)
-    has = at[i] == steps
-    return has, np.asarray(hist.edges)[i], np.asarray(hist.counts)[i]
-
-
 def layer_stats(run: Run, layer: LayerInfo, steps: np.ndarray) -> dict[str, np.ndarray]:
     """The per-layer statistics of the module doc, each an (n,) array over ``steps``."""
     scalars = run.scalars
@@ -227,14 +204,39 @@ def layer_stats(run: Run, layer: LayerInfo, steps: np.ndarray) -> dict[str, np.n
         fan_in = layer.size / layer.nodes if layer.has_nodes and layer.nodes else np.nan
         out["s_per_input"] = out["s_mean"] / fan_in
         out["s_cv"] = out["s_std"] / out["s_mean"]
-        has, edges, counts = _histogram_rows(steps, run.histograms.get(f"{STRENGTH}/{layer.name}"))
+        has, edges, counts = histogram_rows(steps, run.histograms.get(f"{STRENGTH}/{layer.name}"))
         lo = np.where(has, edges[:, 0], np.nan)
         hi = np.where(has, edges[:, -1], np.nan)
         out["s_min_rel"] = lo / out["s_mean"]
         out["s_max_rel"] = hi / out["s_mean"]
-    has, edges, counts = _histogram_rows(steps, run.histograms.get(f"{WEIGHTS}/{layer.name}"))
+        out.update(strength_distribution(edges, np.where(has[:, None], counts, 0.0), out["s_mean"]))
+    has, edges, counts = histogram_rows(steps, run.histograms.get(f"{WEIGHTS}/{layer.name}"))
     shape = histogram_shape(edges, np.where(has[:, None], counts, 0.0))
     out.update(shape)
+    out.update(layer_updates(out, tag(WEIGHTS, "l2")))
+    return out
+
+
+def layer_updates(stats: dict[str, np.ndarray], l2: np.ndarray) -> dict[str, np.ndarray]:
+    """One layer's change since its previous log, each (n,) (NaN at the first log), from ``stats``
+    (:func:`layer_stats`) and its weights' L2 norm ``l2`` (n,):
+
+    - ``u_shift``: root mean square change of the kernel's percentiles 0/25/50/75/100 over the
+      weights' root mean square sqrt(mean^2 + std^2): the distance the weight distribution moved,
+      relative to the weights' size (a lower bound on ||W_t - W_t-1|| / ||W_t-1|| for the
+      quantile coupling; the tensors themselves are not logged);
+    - ``u_norm``: relative change of the kernel's L2 norm; ``u_strength``: of its mean node strength.
+    """
+    n = l2.size
+    out = {u: np.full(n, np.nan) for u in UPDATES}
+    if n < 2:
+        return out
+    q = np.vstack([stats[f"w_{p}"] for p in _SHIFT_QUANTILES])
+    rms = np.sqrt(stats["w_mean"] ** 2 + stats["w_std"] ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["u_shift"][1:] = np.sqrt(np.mean(np.diff(q, axis=1) ** 2, axis=0)) / rms[:-1]
+        out["u_norm"][1:] = np.diff(l2) / l2[:-1]
+        out["u_strength"][1:] = np.diff(stats["s_mean"]) / stats["s_mean"][:-1]
     return out
 
 
@@ -247,8 +249,12 @@ def _slot_mean(arrays: list[np.ndarray], n: int) -> np.ndarray:
         return np.nanmean(stack, axis=0)
 
 
-def run_features(run: Run) -> FeatureTable:
-    """Features of ``run`` at every step its weights were logged (see the module doc)."""
+def run_features(run: Run, metric: str | None = None, horizon: int | None = None) -> FeatureTable:
+    """Features of ``run`` at every step its weights were logged (see the module doc).
+
+    ``metric`` / ``horizon``: the curve features' metric and the step they extrapolate it to
+    (:func:`~.curves.curve_features`); a reference passes its own.
+    """
     steps = record_steps(run)
     n = steps.size
     layers = _layers_of(run)
@@ -272,7 +278,15 @@ def run_features(run: Run) -> FeatureTable:
     if n > 1:
         delta[1:] = base[1:] - base[:-1]
         start[1:] = base[1:] - base[0]
-    values = np.hstack([base, delta, start, np.tile(arch_features(layers), (n, 1))])
+    updates = np.full((n, len(UPDATE_NAMES)), np.nan)
+    col = 0
+    for slot, members in assign_slots(layers).items():
+        for u in UPDATES:
+            updates[:, col] = _slot_mean([per_layer[i][u] for i in members], n)
+            col += 1
+    updates[~np.isfinite(updates)] = np.nan
+    values = np.hstack([base, delta, start, updates, np.tile(arch_features(layers), (n, 1)),
+                        curve_features(run, steps, metric, horizon)])
     return FeatureTable(steps=steps, values=values)
 
 

@@ -3,7 +3,8 @@
 The callbacks hand every :class:`~weightwatch.stats.Snapshot` the
 :class:`~weightwatch.recorder.Recorder` computes to a :class:`LiveScorer`,
 which keeps the run's history in the same form the loader reads back from the
-event file (scalars rounded to float32, as TensorBoard stores them), computes
+event file (scalars rounded to float32, as TensorBoard stores them), with the
+metrics logged through the recorder and the run's hyperparameters, computes
 the features of :mod:`.features` and asks the reference's model for that
 step. The score is logged as two scalars:
 
@@ -21,7 +22,7 @@ pruners (Optuna, Ray Tune) and the callbacks' stop option share it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,12 @@ from typing import Any
 import numpy as np
 
 from weightwatch.layers import LayerInfo
+from weightwatch.recorder import clean_metrics
 from weightwatch.stats import Snapshot
+from weightwatch.summaries import hparam_value
 from weightwatch.tags import histogram_tags, scalar_tags
 
 from ..loading.run import HistogramSeries, Run, Series
-from .features import run_features
 from .reference import Reference, load_reference
 
 P_OPTIMAL = "weightwatch/p_optimal"
@@ -94,9 +96,21 @@ class LoggedRun:
     """A run's history as the loader would read it back from the event file, built from the
     Recorder's snapshots (scalars rounded to float32, histograms as written)."""
 
-    def __init__(self, layers: Sequence[LayerInfo], bins: int = 64, name: str = "live") -> None:
+    def __init__(self, layers: Sequence[LayerInfo], bins: int = 64, name: str = "live",
+                 hparams: Mapping[str, Any] | None = None) -> None:
         self.bins = bins
-        self.run = Run(name=name, path=Path(name), info={"layers": [layer.to_json() for layer in layers]})
+        info: dict[str, Any] = {"layers": [layer.to_json() for layer in layers]}
+        if hparams:
+            info["hparams"] = {k: hparam_value(v) for k, v in hparams.items()}  # as weightwatch.json holds them
+        self.run = Run(name=name, path=Path(name), info=info)
+
+    def add_metrics(self, step: int, metrics: Mapping[str, Any] | None) -> None:
+        """Add the user's scalar metrics logged at ``step`` (loss, val_accuracy, ...), as the event file holds them."""
+        at = np.array([step], dtype=np.int64)
+        for tag, value in clean_metrics(metrics or {}).items():
+            v = np.array([np.float32(value)], dtype=np.float64)
+            old = self.run.scalars.get(tag)
+            self.run.scalars[tag] = Series(at, v) if old is None else _appended(old, at, v)
 
     def append(self, snapshot: Snapshot) -> None:
         """Add one snapshot (a step logged again replaces it and what followed: a resumed run)."""
@@ -128,16 +142,32 @@ class LiveScorer:
     """
 
     def __init__(self, reference: Reference | str | Path, layers: Sequence[LayerInfo], bins: int = 64,
-                 stop: StopRule | float | bool | None = None, name: str = "live") -> None:
+                 stop: StopRule | float | bool | None = None, name: str = "live",
+                 hparams: Mapping[str, Any] | None = None) -> None:
         self.reference = load_reference(reference)
         self.rule = stop_rule(stop)
-        self.logged = LoggedRun(layers, bins, name)
+        self.logged = LoggedRun(layers, bins, name, hparams)
         self.history: list[Score] = []
 
     @classmethod
     def for_recorder(cls, reference: Reference | str | Path, recorder: Any,
                      stop: StopRule | float | bool | None = None) -> LiveScorer:
-        return cls(reference, recorder.layers, recorder.bins, stop, name=str(recorder.log_dir))
+        """A scorer for ``recorder``'s run: it also sees the metrics logged through ``recorder.log``
+        (the learning curves the reference may use) and the run's hyperparameters."""
+        scorer = cls(reference, recorder.layers, recorder.bins, stop, name=str(recorder.log_dir),
+                     hparams=getattr(recorder, "hparams", None))
+        log = recorder.log
+
+        def log_and_observe(step: int, tensors: Any = None, metrics: Mapping[str, Any] | None = None):
+            # the callbacks log, then score: the metrics are in before the snapshot they go with is scored
+            snapshot = log(step, tensors, metrics)
+            if metrics:
+                scorer.logged.add_metrics(int(step), {k: v for k, v in metrics.items()
+                                                      if k not in (P_OPTIMAL, PREDICTED)})
+            return snapshot
+
+        recorder.log = log_and_observe
+        return scorer
 
     @property
     def score(self) -> Score | None:
@@ -152,7 +182,7 @@ class LiveScorer:
     def update(self, snapshot: Snapshot) -> Score:
         """Add ``snapshot`` to the history and score the run at its step."""
         self.logged.append(snapshot)
-        table = run_features(self.logged.run)
+        table = self.reference.table(self.logged.run)
         step, row = table.at(snapshot.step)
         p, predicted = self.reference.predict(row[None, :], step)
         score = Score(step=int(snapshot.step), p_optimal=float(p[0]), predicted=float(predicted[0]),

@@ -90,7 +90,8 @@ class Model:
 
 @dataclass
 class StepModels:
-    """The models fitted at one step: P(optimal), the predicted metric, how to fill gaps."""
+    """The models fitted at one step: P(optimal), the predicted metric, how to fill gaps, and at
+    the first step optionally ``non``: P(the run stays at chance)."""
 
     step: int
     runs: int
@@ -101,6 +102,7 @@ class StepModels:
     typical_optimal: np.ndarray
     typical_suboptimal: np.ndarray
     cv: dict[str, Any] = field(default_factory=dict)
+    non: Model | None = None
 
     def filled(self, x: np.ndarray) -> np.ndarray:
         x = np.array(x, dtype=np.float64, ndmin=2)

@@ -16,7 +16,8 @@ import numpy as np
 from ..comparison.groups import group_runs
 from ..loading.metric import final_metric
 from ..loading.run import Run
-from .features import FEATURE_NAMES, FeatureTable, run_features
+from .features import FEATURE_NAMES, FeatureTable, record_steps, run_features
+from .hparams import HparamColumn, hparam_columns, hparam_values
 
 #: At most this many steps get their own models (evenly spaced, the last always included).
 MAX_STEPS = 20
@@ -58,9 +59,11 @@ class Population:
     """The labelled runs of a population and their features.
 
     Attributes:
-        runs / tables: aligned, the runs that have the metric.
+        runs / tables: aligned, the runs that have the metric (tables: :func:`~.features.run_features`
+            with the hyperparameter columns appended, (n_steps, F + H)).
         values: (n,) their final metric.
         unlabelled: names of the runs without it (not used, listed).
+        hparams: the H hyperparameter columns; horizon: the last step logged (curves extrapolate to it).
     """
 
     metric: str
@@ -68,36 +71,50 @@ class Population:
     tables: list[FeatureTable]
     values: np.ndarray
     unlabelled: list[str] = field(default_factory=list)
+    hparams: list[HparamColumn] = field(default_factory=list)
+    horizon: int = 0
+
+    @property
+    def names(self) -> list[str]:
+        """The F + H column names."""
+        return [*FEATURE_NAMES, *(c.name for c in self.hparams)]
 
     def rows(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """(indices of the runs that logged weights at ``step`` (m,), their features (m, F))."""
+        """(indices of the runs that logged weights at ``step`` (m,), their features (m, F + H))."""
         idx, xs = [], []
         for i, t in enumerate(self.tables):
             j = int(np.searchsorted(t.steps, step))
             if j < t.steps.size and t.steps[j] == step:
                 idx.append(i)
                 xs.append(t.values[j])
-        return np.array(idx, dtype=np.int64), (np.vstack(xs) if xs else np.zeros((0, len(FEATURE_NAMES))))
+        return np.array(idx, dtype=np.int64), (np.vstack(xs) if xs else np.zeros((0, len(self.names))))
+
+
+def with_hparams(table: FeatureTable, run: Run, columns: Sequence[HparamColumn]) -> FeatureTable:
+    """``table`` with ``run``'s hyperparameter ``columns`` appended to every row."""
+    h = np.tile(hparam_values(run, columns), (table.steps.size, 1))
+    return FeatureTable(table.steps, np.hstack([table.values, h]))
 
 
 def population_features(runs: Sequence[Run], metric: str | None = None) -> Population:
     """Features and final metric of every run that has the metric (the others are listed as unlabelled)."""
     chosen = metric
-    labelled, tables, values, unlabelled = [], [], [], []
+    labelled, values, unlabelled = [], [], []
     for run in runs:
         found = final_metric(run, chosen)
-        table = run_features(run)
-        if found is None or not math.isfinite(found[1]) or table.steps.size == 0:
+        if found is None or not math.isfinite(found[1]) or record_steps(run).size == 0:
             unlabelled.append(run.name)
             continue
         chosen = chosen or found[0]
         labelled.append(run)
-        tables.append(table)
         values.append(found[1])
     if chosen is None:
         raise ValueError("no run has a metric to learn from (looked for val_accuracy, eval_accuracy, accuracy, test_accuracy, acc); "
                          "name one with --metric")
-    return Population(chosen, labelled, tables, np.array(values, dtype=np.float64), unlabelled)
+    horizon = max((int(record_steps(run)[-1]) for run in labelled), default=0)
+    columns = hparam_columns(labelled)
+    tables = [with_hparams(run_features(run, chosen, horizon), run, columns) for run in labelled]
+    return Population(chosen, labelled, tables, np.array(values, dtype=np.float64), unlabelled, columns, horizon)
 
 
 def model_steps(pop: Population, y: np.ndarray, max_steps: int = MAX_STEPS) -> list[int]:

@@ -8,7 +8,10 @@ member                content
 ====================  ==========================================================
 ``reference.json``    UTF-8 JSON: ``format`` (``"weightwatch-reference"``),
                       ``version`` (1), the feature set (``features.set``,
-                      ``features.version``, ``features.names``: one per column),
+                      ``features.version``, ``features.names``: one per column;
+                      ``features.hparams``: hyperparameter columns appended, each
+                      ``{"key", "level"}``; ``features.horizon``: the step the
+                      curves are extrapolated to),
                       the labels (``label``: metric, rule, threshold), the
                       training population, the hparams-only baseline and one
                       entry per step in ``steps`` (see below)
@@ -21,8 +24,10 @@ that logged step: ``step``, ``runs``, ``cv`` (cross-validated quality),
 ``fill`` (array key: (F,) value used for a missing feature),
 ``coverage`` ((F,) fraction of the training runs that had each feature),
 ``typical_optimal`` / ``typical_suboptimal`` ((F,) medians, to explain a
-prediction), ``classifier`` (gives P(optimal)) and ``regressor`` (gives the
-predicted final metric). A model is one of:
+prediction), ``classifier`` (gives P(optimal)), ``regressor`` (gives the
+predicted final metric) and, optionally, ``non`` (P(the run stays at chance),
+first step only). Vectors and models have one entry per column: the feature
+names, then the hyperparameter columns. A model is one of:
 
 - ``{"kind": "linear", "link": ..., "intercept": b, "arrays": {"center", "scale", "coef"}}``:
   ``raw = b + sum_j coef_j * (x_j - center_j) / scale_j``;
@@ -68,6 +73,7 @@ from weightwatch import __version__
 
 from ..loading.info import loads_strict
 from .features import FEATURE_NAMES, FEATURE_SET, FEATURE_VERSION
+from .hparams import HparamColumn
 from .models import Model, StepModels
 
 FORMAT = "weightwatch-reference"
@@ -81,6 +87,8 @@ MAX_MEMBER_BYTES = 512 << 20
 MAX_FILE_BYTES = 1 << 30
 #: Refuse archives with more members than this.
 MAX_MEMBERS = 100_000
+#: The models a step may hold (``non``: only the first step, and only when optional).
+MODEL_ROLES = ("classifier", "regressor", "non")
 #: The (F,) vectors stored per step.
 VECTORS = ("fill", "coverage", "typical_optimal", "typical_suboptimal")
 
@@ -101,8 +109,10 @@ def write_reference(info: Mapping[str, Any], steps: Sequence[StepModels], path: 
             key = f"{prefix}/{name}"
             arrays[key] = np.asarray(getattr(s, name), dtype=np.float64)
             entry[name] = key
-        for role in ("classifier", "regressor"):
-            model: Model = getattr(s, role)
+        for role in MODEL_ROLES:
+            model: Model | None = getattr(s, role)
+            if model is None:
+                continue
             keys = {}
             for name, arr in model.arrays.items():
                 keys[name] = f"{prefix}/{role}/{name}"
@@ -223,8 +233,8 @@ def _read_open(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], list[St
         return _read_npy(zf, members[member], f"{path}: array {key!r}")
 
     steps = []
-    n_features = len(FEATURE_NAMES)
     try:
+        n_features = len(FEATURE_NAMES) + len(hparam_names(doc))
         for entry in doc["steps"]:
             where = f"{path}: step {entry['step']}"
             vectors = {}
@@ -233,7 +243,9 @@ def _read_open(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], list[St
                 if vectors[name].shape != (n_features,):
                     raise ReferenceFileError(f"{where}: {name} has shape {vectors[name].shape}")
             models = {}
-            for role in ("classifier", "regressor"):
+            for role in MODEL_ROLES:
+                if role == "non" and role not in entry:
+                    continue
                 meta = dict(entry[role])
                 arrays = {k: array(v) for k, v in meta.pop("arrays").items()}
                 for k in ("roots", "left", "right", "feature"):
@@ -317,6 +329,11 @@ def check_compatible(doc: Mapping[str, Any], path: str | Path = "reference") -> 
             f"this weightwatch computes {FEATURE_SET!r} version {FEATURE_VERSION}. "
             "Fit the reference again with `weightwatch fit` (same runs, this version)."
         )
+
+
+def hparam_names(doc: Mapping[str, Any]) -> list[str]:
+    """The hyperparameter columns a reference appends to FEATURE_NAMES (``features.hparams``)."""
+    return [HparamColumn.from_json(c).name for c in doc.get("features", {}).get("hparams", [])]
 
 
 def reference_info(label: Mapping[str, Any], population: Mapping[str, Any],

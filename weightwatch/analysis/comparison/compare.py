@@ -69,6 +69,8 @@ class Comparison:
     report: Path | None = None
     tensorboard: Path | None = None
     predictions: list[Any] | None = None  # filled a stage later, by classification
+    #: with a reference: what it says of itself per step (where the weights add nothing), for the report
+    reference_notes: list[str] = field(default_factory=list)
     roots: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -118,6 +118,8 @@ def render(c: Comparison) -> str:
                          {2, 3, 4, 5, 6, 7})]
     for w in c.warnings:
         parts.append(f"<p class='note'>Note: {escape(w)}</p>")
+    if c.reference_notes:  # what the reference uses per step, and where the weights add nothing
+        parts += ["<h2>The reference</h2><ul>", *(f"<li>{escape(n)}</li>" for n in c.reference_notes), "</ul>"]
     families = [None, *c.grouping.families]
     for family in families:
         figs = [f for f in c.figures if f.family == family]

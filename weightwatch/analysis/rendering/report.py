@@ -14,13 +14,14 @@ import dataclasses
 from pathlib import Path
 
 from ..classification.classify import classify_below
-from ..classification.reference import Reference
+from ..classification.reference import Reference, load_reference
 from ..comparison.compare import Comparison, compare_runs
 from ..comparison.dispersion import PERMUTATIONS
 from .figures import write_figures
 from .html import write_html
 from .output import Staging
 from .tbexport import POPULATION_DIR, is_population_file, write_tensorboard
+from .verdicts import reference_notes
 
 
 def write_report(c: Comparison, out: str | Path | None, *, figures: bool = True, tensorboard: bool = True) -> None:
@@ -85,9 +86,11 @@ def compare(root: str | Path | list[str | Path], *, metric: str | None = None, t
     c = compare_runs(root, metric=metric, thresholds=thresholds, workers=workers, cache=cache, progress=progress,
                      permutations=permutations)
     if reference is not None:  # before the report, which shows them
+        ref = load_reference(reference)
         problems: list[str] = []
-        c.predictions = classify_below(c.roots if len(c.roots) > 1 else c.root, reference, problems=problems,
+        c.predictions = classify_below(c.roots if len(c.roots) > 1 else c.root, ref, problems=problems,
                                        cache=cache)
+        c.reference_notes = reference_notes(ref)
         for p in problems:
             name, _, message = p.partition(": ")
             c.problem(name, f"not classified: {message}")
