@@ -158,23 +158,16 @@ class Reference:
         if at < m.step:
             notes.append(f"step {at} is earlier than the reference's first model (step {m.step})")
         p0 = float(p[0])
-<<<<<<< HEAD
         group = "optimal" if p0 >= 0.5 else "suboptimal"
         families = self.info.get("population", {}).get("families")
         if isinstance(families, list) and families and family_of(run) not in families:
             group = UNCERTAIN  # the models never saw this kind of network: no verdict
             notes.append(f"another architecture: the reference was fitted on {', '.join(map(str, families))} "
                          f"runs, this run is {family_of(run)}; no verdict (fit a reference on runs like it)")
-        return Prediction(run=run.name, step=at, model_step=m.step, p_optimal=p0, predicted=float(pred[0]),
-                          metric=self.metric, group=group,
-                          drivers=self.drivers(x, at), notes=notes)
-=======
         p_non = float(m.non.predict(m.filled(x))[0]) if m.non is not None and at >= m.step else None
         return Prediction(run=run.name, step=at, model_step=m.step, p_optimal=p0, predicted=float(pred[0]),
-                          metric=self.metric, group="optimal" if p0 >= 0.5 else "suboptimal",
-                          drivers=self.drivers(x, at), notes=notes, p_non=p_non,
-                          non=None if p_non is None else p_non >= 0.5)
->>>>>>> wip-h
+                          metric=self.metric, group=group, drivers=self.drivers(x, at), notes=notes,
+                          p_non=p_non, non=None if p_non is None else p_non >= 0.5)
 
 
     # -- the file (see :mod:`.reffile`) ----------------------------------------------------------------
