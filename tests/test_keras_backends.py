@@ -168,7 +168,7 @@ def test_update_freq_records_every_n_batches_with_keras_batch_logs(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
                     reason="keras.callbacks.TensorBoard writes with tensorflow, which is not installed here")
 def test_beside_keras_tensorboard_in_the_same_log_dir(tmp_path):
-    from weightwatch.analysis.load import find_runs
+    from weightwatch.analysis.loading.find import find_runs
 
     xtr, ytr, xva, yva = digits(600)
     model = digits_cnn()

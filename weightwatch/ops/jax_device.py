@@ -4,8 +4,8 @@ Each kernel is reduced by one jitted function (compiled once per shape and
 dtype) into a float64 vector laid out as :mod:`.packed` says; the host then
 fetches every layer's vector with one ``jax.device_get``: the weights never
 leave their device. The sums are float64 (the 64-bit mode is switched on only
-around these calls, not for the user's program), and the histogram bins with
-the same float32 expression as the CPU kernels, so the counts are identical.
+around these calls, not for the user's program), and the histogram is counted
+over the float64 edges written to the file, as the CPU kernels count it, so the counts are identical.
 float16 / bfloat16 kernels are widened to float32 on the device first.
 
 jax is imported inside the functions: this module is only loaded for jax arrays.
@@ -55,11 +55,18 @@ def _compiled() -> Any:
         any_finite = bad < w.size
         rlo = jnp.where(any_finite, jnp.where(hi > lo, lo, lo - 0.5), 0.0)
         rhi = jnp.where(any_finite, jnp.where(hi > lo, hi, hi + 0.5), 1.0)
-        scale = (bins / (rhi - rlo)).astype(w.dtype)
-        idx = jnp.clip(((w - rlo.astype(w.dtype)) * scale).astype(jnp.int32), 0, bins - 1)
+        wd = jnp.where(finite, w, 0).astype(jnp.float64)
+        # bin_edges() and the CPU kernels' binning, on the device: a float64 estimate
+        # checked against the edges written to the file (at most one bin off; twice for
+        # degenerate ranges), so counts equal numpy.histogram's over those edges
+        edges = rlo + (rhi - rlo) * (jnp.arange(bins + 1, dtype=jnp.float64) / bins)
+        edges = edges.at[-1].set(rhi)
+        idx = jnp.clip(((wd - rlo) * (bins / (rhi - rlo))).astype(jnp.int32), 0, bins - 1)
+        for _ in range(2):
+            idx = idx - ((wd < edges[idx]) & (idx > 0)).astype(jnp.int32)
+            idx = idx + ((wd >= edges[idx + 1]) & (idx < bins - 1)).astype(jnp.int32)
         idx = jnp.where(finite, idx, bins)  # non-finite entries go to a dropped extra bin
         counts = jnp.bincount(idx.reshape(-1), length=bins + 1)[:bins].astype(jnp.float64)
-        wd = jnp.where(finite, w, 0).astype(jnp.float64)
         row_sum = wd.sum(axis=1)
         parts = [jnp.stack([bad.astype(jnp.float64), row_sum.sum(), (wd * wd).sum(), lo, hi]),
                  counts, row_sum, jnp.abs(wd).sum(axis=1)]

@@ -3,9 +3,9 @@
 The TensorFlow counterpart of :mod:`.torch_device` and :mod:`.jax_device`:
 each kernel is reduced where it lives (``tf.device`` of the kernel) into a
 float64 vector laid out as :mod:`.packed` says, and all layers' vectors reach
-the host in one transfer. Binning uses the same float32 expression as the CPU
-kernels, so the counts are identical; float16 / bfloat16 kernels are widened
-to float32 on the device first.
+the host in one transfer. The histogram is counted over the float64 edges
+written to the file, as the CPU kernels count it, so the counts are identical;
+float16 / bfloat16 kernels are widened to float32 on the device first.
 
 tensorflow is imported inside the functions: this module is only loaded for
 tensorflow tensors.
@@ -46,11 +46,20 @@ def _compiled(dtype: Any) -> Any:
         zero = tf.constant(0.0, tf.float64)
         rlo = tf.where(any_finite, tf.where(hi > lo, lo, lo - 0.5), zero)
         rhi = tf.where(any_finite, tf.where(hi > lo, hi, hi + 0.5), zero + 1.0)
-        scale = tf.cast(tf.cast(bins, tf.float64) / (rhi - rlo), dtype)
-        idx = tf.clip_by_value(tf.cast((w - tf.cast(rlo, dtype)) * scale, tf.int32), 0, bins - 1)
+        wd = tf.cast(tf.where(finite, w, tf.zeros_like(w)), tf.float64)
+        # bin_edges() and the CPU kernels' binning, on the device: a float64 estimate
+        # checked against the edges written to the file (at most one bin off; twice for
+        # degenerate ranges), so counts equal numpy.histogram's over those edges
+        steps = tf.cast(tf.range(bins + 1), tf.float64) / tf.cast(bins, tf.float64)
+        edges = tf.concat([(rlo + (rhi - rlo) * steps)[:-1], tf.reshape(rhi, [1])], 0)
+        idx = tf.clip_by_value(tf.cast((wd - rlo) * (tf.cast(bins, tf.float64) / (rhi - rlo)), tf.int32), 0,
+                               bins - 1)
+        for _ in range(2):
+            below = tf.logical_and(wd < tf.gather(edges, idx), idx > 0)
+            above = tf.logical_and(wd >= tf.gather(edges, idx + 1), idx < bins - 1)
+            idx = idx - tf.cast(below, tf.int32) + tf.cast(above, tf.int32)
         idx = tf.where(finite, idx, bins)  # non-finite entries go to a dropped extra bin
         counts = tf.math.bincount(tf.reshape(idx, [-1]), minlength=bins + 1, maxlength=bins + 1)[:bins]
-        wd = tf.cast(tf.where(finite, w, tf.zeros_like(w)), tf.float64)
         row_sum = tf.reduce_sum(wd, axis=1)
         groups = tf.maximum(input_units, 1)
         col_sum = tf.reduce_sum(tf.reshape(tf.reduce_sum(wd, axis=0), (groups, -1)), axis=1)[:input_units]
