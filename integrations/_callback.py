@@ -189,9 +189,12 @@ class WatchSession:
             return self.log(step, metrics, weights)  # again, without the layers that failed
         if weights:
             self.weights_step = step
-        if self.scorer is not None and snapshot is not None:
+        if self.scorer is not None:
             try:
-                self.scorer.log(self.recorder, snapshot)
+                if metrics:  # the curves so far, in before the snapshot they go with is scored
+                    self.scorer.add_metrics(step, metrics)
+                if snapshot is not None:
+                    self.scorer.log(self.recorder, snapshot)
             except Exception as exc:  # noqa: BLE001
                 self.guard.failed("scorer", exc, "the reference cannot score this run (made for another "
                                   "architecture?)", "Live scores are off for this run; training goes on.")

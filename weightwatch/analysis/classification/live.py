@@ -152,22 +152,14 @@ class LiveScorer:
     @classmethod
     def for_recorder(cls, reference: Reference | str | Path, recorder: Any,
                      stop: StopRule | float | bool | None = None) -> LiveScorer:
-        """A scorer for ``recorder``'s run: it also sees the metrics logged through ``recorder.log``
-        (the learning curves the reference may use) and the run's hyperparameters."""
-        scorer = cls(reference, recorder.layers, recorder.bins, stop, name=str(recorder.log_dir),
-                     hparams=getattr(recorder, "hparams", None))
-        log = recorder.log
+        """A scorer for ``recorder``'s run (its layers, bins, name and hyperparameters). The caller
+        hands it the metrics it logs (:meth:`add_metrics`) before the snapshot they go with."""
+        return cls(reference, recorder.layers, recorder.bins, stop, name=str(recorder.log_dir),
+                   hparams=getattr(recorder, "hparams", None))
 
-        def log_and_observe(step: int, tensors: Any = None, metrics: Mapping[str, Any] | None = None):
-            # the callbacks log, then score: the metrics are in before the snapshot they go with is scored
-            snapshot = log(step, tensors, metrics)
-            if metrics:
-                scorer.logged.add_metrics(int(step), {k: v for k, v in metrics.items()
-                                                      if k not in (P_OPTIMAL, PREDICTED)})
-            return snapshot
-
-        recorder.log = log_and_observe
-        return scorer
+    def add_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """The metrics logged at ``step`` (the learning curves the reference may use); its own tags left out."""
+        self.logged.add_metrics(int(step), {k: v for k, v in metrics.items() if k not in (P_OPTIMAL, PREDICTED)})
 
     @property
     def score(self) -> Score | None:
