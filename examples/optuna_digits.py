@@ -100,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     trials = study.trials
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     epochs = sum(t.user_attrs.get("epochs", 0) for t in trials)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = max(complete, key=lambda t: t.value) if complete else None  # every trial may have been pruned
     summary = {"trials": len(trials), "pruned": len(pruned), "epochs_trained": epochs,
-               "epochs_without_pruning": len(trials) * args.epochs, "best_value": study.best_value,
-               "best_params": study.best_params,
+               "epochs_without_pruning": len(trials) * args.epochs, "best_value": best.value if best else None,
+               "best_params": best.params if best else None,
                "per_trial": [{"number": t.number, "state": t.state.name, "epochs": t.user_attrs.get("epochs", 0),
                               "p_optimal": t.user_attrs.get(USER_ATTR, {})} for t in trials]}
     print(json.dumps({k: v for k, v in summary.items() if k != "per_trial"}, indent=1))

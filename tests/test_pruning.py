@@ -250,7 +250,7 @@ def test_optuna_study_example_end_to_end(tmp_path):
     from tb_read import run_example
     from weightwatch.analysis import load_runs
 
-    epochs, threshold = 3, 0.3
+    epochs, threshold = 3, 0.2
     run_example("optuna_digits.py", tmp_path, "--population", "10", "--trials", "6", "--epochs", str(epochs),
                 "--threshold", str(threshold))
     summary = json.loads((tmp_path / "summary.json").read_text())
