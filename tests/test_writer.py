@@ -111,18 +111,28 @@ def test_a_full_disk_is_raised_as_itself_naming_the_file(tmp_path):
     ww.log(0)
     ww.recorder.flush()
     path = ww.recorder.writer.path
-    ww.recorder.writer._file = open("/dev/full", "wb", buffering=0)  # noqa: SIM115 - every write fails: ENOSPC
+    real = ww.recorder.writer._file
+    full = open("/dev/full", "wb", buffering=0)  # noqa: SIM115 - every write fails with ENOSPC
+
+    class DiskFull:  # the event file whose writes now go to /dev/full (the same file object otherwise)
+        def write(self, data):
+            return full.write(data)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    ww.recorder.writer._file = DiskFull()
     ww.log(1)  # handed to the writer thread, which fails
     with pytest.raises(OSError, match=f"could not write to the event file '{path}'.*No space left") as info:
         ww.log(2)  # log 1's error; log 2 is queued all the same (the disk might have room again)
     assert info.value.errno == errno.ENOSPC and isinstance(info.value.__cause__, OSError)
     with pytest.raises(OSError, match="No space left"):
         ww.recorder.flush()  # log 2 met the full disk too
-    ww.recorder.writer._file = open(path, "ab", buffering=0)  # noqa: SIM115 - the disk has room again
+    ww.recorder.writer._file = real  # the disk has room again
+    full.close()
     ww.log(3)
     ww.close()
     assert [e.step for e in load(path).Scalars("weights/0/mean")] == [0, 3]
-
 
 def test_background_writer_writes_batches_in_order_and_close_drains(tmp_path):
     from tensorboard.compat.proto import event_pb2, summary_pb2
