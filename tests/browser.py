@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,9 +55,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _has_runs(base: str) -> bool:
+    with urllib.request.urlopen(base + "/data/runs", timeout=5) as resp:
+        return resp.read().strip() not in (b"", b"[]")
+
+
 @contextmanager
-def tensorboard(logdir: Path, *extra: str) -> Iterator[str]:
-    """A real ``tensorboard`` serving ``logdir`` on 127.0.0.1; yields its base URL."""
+def tensorboard(logdir: Path, *extra: str, ready: Callable[[str], bool] = _has_runs) -> Iterator[str]:
+    """A real ``tensorboard`` serving ``logdir`` on 127.0.0.1; yields its base URL once
+    ``ready(base)`` (default: it lists a run)."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
@@ -69,9 +75,8 @@ def tensorboard(logdir: Path, *extra: str) -> Iterator[str]:
     try:
         while True:
             try:
-                with urllib.request.urlopen(base + "/data/runs", timeout=5) as resp:
-                    if resp.read().strip() not in (b"", b"[]"):
-                        break
+                if ready(base):
+                    break
             except (urllib.error.URLError, ConnectionError):
                 pass
             if proc.poll() is not None or time.time() > deadline:

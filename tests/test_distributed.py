@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,17 +21,12 @@ import torch
 
 import dist_job
 import tb_read
+from browser import free_port
 from weightwatch.integrations.torch import WeightWatch
 from weightwatch.sketch import read_sketch
 
 pytestmark = pytest.mark.slow
 JOB = Path(__file__).with_name("dist_job.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(tmp_path: Path, mode: str, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.request
 
 import pytest
 import torch
 from torch import nn
 
+from browser import tensorboard
 from weightwatch.integrations.torch import WeightWatch
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(base: str, path: str, body: dict | None = None):
@@ -40,29 +30,12 @@ def server(tmp_path_factory):
     with WeightWatch(model, logdir / "exp1", hparams={"lr": 0.01, "hidden": 5}) as ww:
         for epoch in range(3):
             ww.log(epoch, loss=1.0 / (epoch + 1), accuracy=0.3 + 0.1 * epoch)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
-         "--port", str(port), "--reload_interval", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    try:
-        while True:
-            try:
-                tags = get(base, "/data/plugin/scalars/tags")
-                if "exp1" in tags and "loss" in tags["exp1"]:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"tensorboard did not come up: {proc.stderr.read().decode()[-2000:]}")
-            time.sleep(0.5)
+    def loaded(base: str) -> bool:  # the run's scalars are in, not just its name
+        tags = get(base, "/data/plugin/scalars/tags")
+        return "exp1" in tags and "loss" in tags["exp1"]
+
+    with tensorboard(logdir, ready=loaded) as base:
         yield base, model
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_server_lists_scalars_and_values(server):
