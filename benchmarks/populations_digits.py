@@ -76,21 +76,13 @@ def train(cfg: Config, log_dir: Path) -> float:
     hparams = {"family": cfg.family, "width": cfg.width, "init": str(cfg.init), "seed": cfg.seed, "lr": cfg.lr}
     with WeightWatch(model, log_dir, hparams=hparams) as ww:
         for epoch in range(cfg.epochs):
-            perm = torch.randperm(len(xtr))
-            total = 0.0
-            for i in range(0, len(xtr), 64):
-                idx = perm[i:i + 64]
-                loss = nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
+            loss = populations.train_epoch(model, opt, xtr, ytr, 64)
             with torch.no_grad():
                 acc = float((model(xtr).argmax(1) == ytr).float().mean())
                 out = model(xva)
                 val_loss = float(nn.functional.cross_entropy(out, yva))
                 val = float((out.argmax(1) == yva).float().mean())
-            ww.log(epoch, loss=total / len(xtr), accuracy=acc, val_loss=val_loss, val_accuracy=val)
+            ww.log(epoch, loss=loss, accuracy=acc, val_loss=val_loss, val_accuracy=val)
     return val
 
 

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import optuna
 import torch
-from torch import nn
 
-from torch_digits import digits, make_model, train_run
+from torch_digits import digits, make_model, train_epoch, train_run
 from weightwatch.analysis import fit
 from weightwatch.integrations.optuna import USER_ATTR, WeightWatchPruner, report
 from weightwatch.integrations.torch import WeightWatch
@@ -54,19 +53,11 @@ def objective(trial: optuna.Trial, root: Path, reference, epochs: int) -> float:
     hparams = {"seed": trial.number, **params}
     with WeightWatch(model, root / f"trial{trial.number:03d}", hparams=hparams, reference=reference) as ww:
         for epoch in range(epochs):
-            perm = torch.randperm(len(xtr))
-            total = 0.0
-            for i in range(0, len(xtr), 100):
-                idx = perm[i:i + 100]
-                loss = nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
+            loss = train_epoch(model, opt, xtr, ytr, 100)
             with torch.no_grad():
                 train_acc = (model(xtr).argmax(1) == ytr).float().mean().item()
                 val_acc = (model(xva).argmax(1) == yva).float().mean().item()
-            ww.log(epoch, loss=total / len(xtr), accuracy=train_acc, val_accuracy=val_acc)
+            ww.log(epoch, loss=loss, accuracy=train_acc, val_accuracy=val_acc)
             trial.report(val_acc, epoch)
             report(trial, ww)  # P(optimal) of this epoch, for WeightWatchPruner
             trial.set_user_attr("epochs", epoch + 1)

@@ -37,6 +37,24 @@ def make_model(hidden: int, init_std: float) -> nn.Module:
     return model
 
 
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                batch: int) -> float:
+    """One epoch of minibatches in a random order: x (n, ...), y (n,); returns the mean training loss.
+    Leaves the model in eval mode, ready to be evaluated."""
+    model.train()
+    perm = torch.randperm(len(x))
+    total = 0.0
+    for i in range(0, len(x), batch):
+        idx = perm[i:i + batch]
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+    model.eval()
+    return total / len(x)
+
+
 def train_run(log_dir: Path, seed: int, epochs: int, hidden: int = 32, init_std: float = 0.1,
               lr: float = 1e-3, batch: int = 100) -> float:
     """Train one run, logging with weightwatch; returns the final validation accuracy."""
@@ -47,21 +65,11 @@ def train_run(log_dir: Path, seed: int, epochs: int, hidden: int = 32, init_std:
     hparams = {"seed": seed, "hidden": hidden, "init_std": init_std, "lr": lr}
     with WeightWatch(model, log_dir, hparams=hparams) as ww:
         for epoch in range(epochs):
-            model.train()
-            perm = torch.randperm(len(xtr))
-            total = 0.0
-            for i in range(0, len(xtr), batch):
-                idx = perm[i:i + batch]
-                loss = nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            model.eval()
+            loss = train_epoch(model, opt, xtr, ytr, batch)
             with torch.no_grad():
                 train_acc = (model(xtr).argmax(1) == ytr).float().mean().item()
                 val_acc = (model(xva).argmax(1) == yva).float().mean().item()
-            ww.log(epoch, loss=total / len(xtr), accuracy=train_acc, val_accuracy=val_acc)
+            ww.log(epoch, loss=loss, accuracy=train_acc, val_accuracy=val_acc)
     return val_acc
 
 

@@ -78,11 +78,23 @@ def make_model(family: str, init: float | str, hidden: int = 16, channels: int =
     return model
 
 
+def train_epoch(model, opt, x, y, batch: int) -> float:
+    """One epoch of shuffled minibatches; the mean training loss. The loop users see in
+    examples/torch_digits.py (its ``train_epoch``), shared so tests train exactly as the example."""
+    import sys
+
+    examples = str(Path(__file__).resolve().parents[1] / "examples")
+    if examples not in sys.path:
+        sys.path.insert(0, examples)
+    from torch_digits import train_epoch as example_epoch
+
+    return example_epoch(model, opt, x, y, batch)
+
+
 def train_run(log_dir: Path, family: str, init: float | str, seed: int, epochs: int = 3, lr: float = 1e-2,
               batch: int = 64) -> Truth:
     """Train one run with Adam, logging loss, accuracy and val_accuracy after every epoch."""
     import torch
-    from torch import nn
 
     from weightwatch.integrations.torch import WeightWatch
 
@@ -94,19 +106,10 @@ def train_run(log_dir: Path, family: str, init: float | str, seed: int, epochs: 
     hparams = {"family": family, "init": str(init), "seed": seed, "lr": lr}
     with WeightWatch(model, log_dir, hparams=hparams) as ww:
         for epoch in range(epochs):
-            perm = torch.randperm(len(xtr))
-            total = 0.0
-            for i in range(0, len(xtr), batch):
-                idx = perm[i:i + batch]
-                loss = nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
+            losses.append(train_epoch(model, opt, xtr, ytr, batch))
             with torch.no_grad():
                 acc = float((model(xtr).argmax(1) == ytr).float().mean())
                 val = float((model(xva).argmax(1) == yva).float().mean())
-            losses.append(total / len(xtr))
             ww.log(epoch, loss=losses[-1], accuracy=acc, val_accuracy=val)
     return Truth(family, init, seed, val, acc, losses)
 
