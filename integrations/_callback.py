@@ -232,7 +232,7 @@ class WatchSession:
     def _directory_usable(self) -> bool:
         """False (warned once) while the run directory is gone and cannot be made again; made again
         (a new event file, the run's info rewritten) as soon as it can."""
-        if self.recorder.writer.path.exists():
+        if self.recorder.writer.present():
             return True
         self.guard.warn(("deleted", str(self.log_dir)), f"the run directory {str(self.log_dir)!r} was deleted "
                         "while training; weightwatch makes it again and goes on in a new event file (what was "

@@ -37,6 +37,7 @@ torch = require("torch", "hf", "weightwatch.integrations.hf")
 transformers = require("transformers", "hf", "weightwatch.integrations.hf")
 
 from weightwatch.layers import finish_discovery  # noqa: E402
+from weightwatch.storage import Location, location  # noqa: E402
 
 from ._callback import WatchingCallback, WatchSession, scalar_metrics  # noqa: E402
 from .options import WatchOptions, check_every  # noqa: E402
@@ -50,10 +51,10 @@ HPARAM_ARGS = ("learning_rate", "per_device_train_batch_size", "gradient_accumul
                "weight_decay", "warmup_steps", "lr_scheduler_type", "optim", "seed")
 
 
-def run_dir(args: Any, log_dir: str | Path | None = None) -> Path:
+def run_dir(args: Any, log_dir: str | Path | None = None) -> Location:
     """The directory transformers' TensorBoard output goes to (see the module doc), or ``log_dir``."""
     if log_dir is not None:
-        return Path(log_dir)
+        return location(log_dir)
     env = os.environ.get("TENSORBOARD_LOGGING_DIR")
     if env:
         return Path(env).expanduser()

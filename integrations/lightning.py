@@ -33,6 +33,7 @@ torch = require("torch", "lightning", "weightwatch.integrations.lightning")
 pl = require("lightning.pytorch", "lightning", "weightwatch.integrations.lightning")
 
 from weightwatch.layers import finish_discovery  # noqa: E402
+from weightwatch.storage import Location, location  # noqa: E402
 
 from ._callback import WatchingCallback, WatchSession, scalar_metrics  # noqa: E402
 from .options import WatchOptions, check_every  # noqa: E402
@@ -48,14 +49,14 @@ def logger_step(trainer: Any) -> int:
     return max(int(trainer.global_step) - 1, 0)
 
 
-def run_dir(trainer: Any, log_dir: str | Path | None) -> Path:
+def run_dir(trainer: Any, log_dir: str | Path | None) -> Location:
     """``log_dir``; else the first TensorBoardLogger's ``log_dir``; else ``<default_root_dir>/weightwatch``."""
     if log_dir is not None:
-        return Path(log_dir)
+        return location(log_dir)
     for logger in trainer.loggers:
         if isinstance(logger, pl.loggers.TensorBoardLogger):
-            return Path(logger.log_dir)
-    return Path(trainer.default_root_dir) / "weightwatch"
+            return location(logger.log_dir)
+    return location(trainer.default_root_dir) / "weightwatch"
 
 
 class WeightWatchCallback(WatchingCallback, pl.Callback):

@@ -101,6 +101,10 @@ class EventFileWriter:
     def closed(self) -> bool:
         return self._closed
 
+    def present(self) -> bool:
+        """Whether the event file is still there (False once its directory was deleted)."""
+        return self.path.exists()
+
     def write(self, event: event_pb2.Event) -> None:
         self.write_many([event])
 

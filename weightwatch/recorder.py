@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import numbers
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -26,8 +25,10 @@ from .events import BackgroundWriter, EventFileWriter
 from .flow import Flow, consumer_input_sums, host_vector, order_flow, outgoing_terms
 from .layers import LayerInfo, LayerTensors
 from .ops import KernelJob, RawLayer, reduce_jobs
+from .object_events import ObjectEventWriter
 from .rundir import claim_run_dir, release
 from .sketch import sketch_indices, write_sketch
+from .storage import Location, RemoteDir, location, write_whole
 from .stats import Snapshot, summarize
 from .tags import histogram_tags, scalar_tags
 
@@ -74,7 +75,9 @@ class Recorder:
 
     Args:
         log_dir: the run directory (created if missing; when a run still
-            writing holds it, ``<log_dir>_2``, ... see :mod:`weightwatch.rundir`).
+            writing holds it, ``<log_dir>_2``, ... see :mod:`weightwatch.rundir`),
+            or an fsspec URL (``s3://bucket/runs/exp1``, see :mod:`weightwatch.storage`;
+            no lock there: give each run its own URL).
             None: compute only, write nothing (a rank of a sharded job that
             takes part in the reductions but does not write).
         layers: the watched layers, in the model's order.
@@ -118,16 +121,17 @@ class Recorder:
         self._config_written: list[str] | None = None
         self.last_snapshot: Snapshot | None = None
         self._lock = None
-        self.writer: EventFileWriter | None = None
-        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.writer: EventFileWriter | ObjectEventWriter | None = None
+        self.log_dir: Location | None = location(log_dir) if log_dir is not None else None
         self._computing_closed = False
         self._background: BackgroundWriter | None = None
         self._sketch_error: OSError | None = None  # set on the writer thread, raised by the next log call
-        if log_dir is not None:
+        if isinstance(self.log_dir, Path):
             try:
-                self.log_dir, self._lock = claim_run_dir(log_dir)
+                self.log_dir, self._lock = claim_run_dir(self.log_dir)
             except OSError:  # EventFileWriter says why the directory cannot be written
                 self._lock = None
+        if self.log_dir is not None:
             self.reopen()
 
     def reopen(self) -> None:
@@ -139,7 +143,8 @@ class Recorder:
             except OSError:
                 pass
         self._sketch_error = None  # a sketch lost with the old directory is not a new problem
-        self.writer = EventFileWriter(self.log_dir)
+        self.writer = (ObjectEventWriter(self.log_dir) if isinstance(self.log_dir, RemoteDir)
+                       else EventFileWriter(self.log_dir))
         self._write_run_info()
         self.writer.write_summary(summaries.custom_scalars_summary([layer.name for layer in self.layers]), step=0)
         if self._config_written is not None:
@@ -325,7 +330,4 @@ class Recorder:
             "hparams": {k: summaries.hparam_value(v) for k, v in self.hparams.items()},
             "layers": [layer.to_json() for layer in self.layers],
         }
-        path = self.log_dir / RUN_INFO_FILE
-        tmp = path.with_suffix(f".json.{os.getpid()}.tmp")  # one writer's own temporary file
-        tmp.write_text(json.dumps(info, indent=1, default=str))
-        tmp.replace(path)
+        write_whole(self.log_dir, RUN_INFO_FILE, json.dumps(info, indent=1, default=str).encode())

@@ -25,11 +25,14 @@ complete sketch.
 
 from __future__ import annotations
 
+import io
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from .storage import RemoteDir, location, read_whole, write_whole
 
 SKETCH_FILE = "weightwatch_sketch.npz"
 SKETCH_FORMAT = "weightwatch-sketch"
@@ -50,9 +53,9 @@ def sketch_indices(shape: Sequence[int], size: int = SKETCH_SIZE) -> np.ndarray:
     return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
 
 
-def write_sketch(run_dir: str | Path, step: int, names: Sequence[str], indices: Sequence[np.ndarray],
-                 values: Sequence[np.ndarray]) -> Path:
-    path = Path(run_dir) / SKETCH_FILE
+def write_sketch(run_dir: str | Path | RemoteDir, step: int, names: Sequence[str], indices: Sequence[np.ndarray],
+                 values: Sequence[np.ndarray]) -> None:
+    """Replace the run's sketch, whole (see :func:`weightwatch.storage.write_whole`)."""
     sizes = [len(idx) for idx in indices]
     arrays = {
         "format": np.array(SKETCH_FORMAT), "version": np.array(SKETCH_VERSION, dtype=np.int64),
@@ -61,21 +64,20 @@ def write_sketch(run_dir: str | Path, step: int, names: Sequence[str], indices: 
         "indices": np.concatenate(indices).astype(np.int64) if sizes else np.zeros(0, np.int64),
         "values": np.concatenate(values).astype(np.float32) if sizes else np.zeros(0, np.float32),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    tmp.replace(path)
-    return path
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_whole(location(run_dir), SKETCH_FILE, buffer.getvalue())
 
 
-def read_sketch(run_dir: str | Path) -> tuple[int, dict[str, np.ndarray]]:
+def read_sketch(run_dir: str | Path | RemoteDir) -> tuple[int, dict[str, np.ndarray]]:
     """(step, {layer name: sampled values}) from a run directory's sketch file.
 
     Raises FileNotFoundError when the run has none, ValueError for a file of
     another format or version.
     """
-    path = Path(run_dir) / SKETCH_FILE
-    with np.load(path, allow_pickle=False) as data:
+    where = location(run_dir)
+    path = f"{where}/{SKETCH_FILE}"
+    with np.load(io.BytesIO(read_whole(where, SKETCH_FILE)), allow_pickle=False) as data:
         if str(data.get("format", "")) != SKETCH_FORMAT or int(data["version"]) != SKETCH_VERSION:
             raise ValueError(f"{path} is not a weightwatch sketch of version {SKETCH_VERSION}")
         names = [str(n) for n in data["layers"]]

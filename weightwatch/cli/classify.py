@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .common import EXIT_NOTHING, EXIT_OK, EXIT_USAGE, fail
+from .common import EXIT_NOTHING, EXIT_OK, EXIT_USAGE, add_load_options, expand_paths, fail
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -18,27 +18,28 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--step", type=int, help="judge each run as it stood at STEP, exactly as if it had stopped there "
                                             "(its latest logged step <= STEP)")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
-    p.add_argument("--no-cache", action="store_true", help="parse every event file again and write no cache")
+    add_load_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Exit code 0 when at least one run was classified (those that could not be are reported
     on stderr); 1 when none was; 2 for a missing path or an unusable reference."""
-    from weightwatch.analysis import ReferenceFileError, classify, expand_roots, format_predictions, json_safe, \
-        load_reference, printable
+    from weightwatch.analysis import ReferenceFileError, classify, format_predictions, json_safe, load_reference, \
+        printable
 
-    try:
-        paths = [str(p) for p in expand_roots(args.runs)]
-    except FileNotFoundError as exc:
-        return fail("classify", str(exc), EXIT_USAGE)
+    roots, code = expand_paths("classify", args.runs)
+    if roots is None:
+        return code
+    paths = [str(p) for p in roots]
     try:
         reference = load_reference(args.reference)
     except ReferenceFileError as exc:
         return fail("classify", str(exc), EXIT_USAGE)
     except OSError as exc:
         return fail("classify", f"cannot read the reference {args.reference!r}: {exc.strerror or exc}", EXIT_USAGE)
-    verdict = classify(paths, reference, step=args.step, cache=not args.no_cache)
+    verdict = classify(paths, reference, step=args.step, cache=not args.no_cache, workers=args.workers,
+                       engine=args.engine)
     for problem in verdict.problems:
         kind = "" if problem.startswith("no run found") else "skipped "
         print(f"weightwatch classify: {kind}{printable(problem)}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -54,11 +55,31 @@ def positive_int(text: str) -> int:
 
 
 def add_load_options(p: argparse.ArgumentParser) -> None:
-    """``--no-cache`` and ``--workers``, for every command that loads runs."""
+    """``--no-cache``, ``--workers`` and ``--engine``, for every command that loads runs."""
     p.add_argument("--no-cache", action="store_true",
                    help="parse every event file again and write no cache (the cache lives in the user cache "
                         "directory, or $WEIGHTWATCH_CACHE_DIR; never in the runs' folders)")
-    p.add_argument("--workers", type=positive_int, default=None, help="loader processes (default: one per CPU)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="loader processes, or threads for runs on remote storage (default: one per CPU; 16 "
+                        "threads remote); with --engine ray/dask, the workers of the local cluster it starts")
+    p.add_argument("--engine", choices=("local", "ray", "dask"), default="local",
+                   help="where runs are loaded: this machine (default), or the workers of a Ray cluster "
+                        "(RAY_ADDRESS) or Dask cluster (DASK_SCHEDULER_ADDRESS); with neither set, a local "
+                        "cluster of --workers is started. The output is the same")
+
+
+def expand_paths(command: str, paths: list[str], json_errors: bool = False) -> tuple[list | None, int | None]:
+    """``(roots, None)`` for the PATH arguments (directories, URLs, glob patterns), or ``(None, exit code)``
+    after saying in one line why they cannot be used (missing, an unknown or uninstalled file system, no
+    access to the bucket); with ``json_errors`` also as ``{"error": ...}`` on stdout."""
+    from weightwatch.analysis import expand_roots
+
+    try:
+        return expand_roots(paths), None
+    except (OSError, ImportError, ValueError) as exc:
+        if json_errors:
+            print(json.dumps({"error": str(exc)}, indent=1))
+        return None, fail(command, str(exc), EXIT_USAGE)
 
 
 def writable_dir(command: str, option: str, path: Path) -> int | None:

@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from .common import EXIT_NOTHING, EXIT_OK, EXIT_USAGE, add_load_options, fail, writable_dir
+from .common import EXIT_NOTHING, EXIT_OK, EXIT_USAGE, add_load_options, expand_paths, fail, writable_dir
 
 
 def thresholds(text: str) -> tuple[float, float]:
@@ -48,7 +48,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from weightwatch.analysis import NothingToCompare, ReferenceFileError, compare, expand_roots, \
+    from weightwatch.analysis import NothingToCompare, ReferenceFileError, compare, \
         format_prediction_table, load_reference, print_terminal, skipped_lines, to_json
 
     def error(message: str, code: int) -> int:
@@ -56,10 +56,9 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({"error": message}, indent=1))
         return fail("compare", message, code)
 
-    try:
-        roots = expand_roots(args.paths)
-    except FileNotFoundError as exc:
-        return error(str(exc), EXIT_USAGE)
+    roots, code = expand_paths("compare", args.paths, json_errors=args.json)
+    if roots is None:
+        return code
     if (code := writable_dir("compare", "--out", args.out)) is not None:
         return code
     reference = None
@@ -73,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         result = compare(roots, metric=args.metric, thresholds=args.thresholds, out=args.out,
                          figures=not args.no_figures, tensorboard=not args.no_tensorboard,
                          workers=args.workers, cache=not args.no_cache, progress=not args.json,
-                         reference=reference)
+                         reference=reference, engine=args.engine)
     except NothingToCompare as exc:
         return error(str(exc), EXIT_NOTHING)
     except FileNotFoundError as exc:  # a root removed while loading

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from .common import EXIT_NOTHING, EXIT_OK, EXIT_USAGE, add_load_options, fail, finite_float, positive_int, \
-    writable_dir
+from .common import EXIT_NOTHING, EXIT_OK, EXIT_USAGE, add_load_options, expand_paths, fail, finite_float, \
+    positive_int, writable_dir
 
 
 def fraction(text: str) -> float:
@@ -52,17 +52,17 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit code 0: the reference was written; 1: nothing could be fitted; 2: bad arguments."""
-    from weightwatch.analysis import expand_roots, fit, format_fit, load_runs, printable
+    from weightwatch.analysis import fit, format_fit, load_runs, printable
 
-    try:
-        roots = expand_roots(args.paths)
-    except FileNotFoundError as exc:
-        return fail("fit", str(exc), EXIT_USAGE)
+    roots, code = expand_paths("fit", args.paths)
+    if roots is None:
+        return code
     if args.output.is_dir():
         return fail("fit", f"-o {str(args.output)!r} is a directory; name the reference file to write", EXIT_USAGE)
     if (code := writable_dir("fit", "-o", args.output.parent)) is not None:
         return code
-    loaded = load_runs(roots, progress=not args.json, cache=not args.no_cache, workers=args.workers)
+    loaded = load_runs(roots, progress=not args.json, cache=not args.no_cache, workers=args.workers,
+                        engine=args.engine)
     for note in loaded.notes:
         print(f"weightwatch fit: note: {printable(note)}", file=sys.stderr)
     for name, problems in loaded.problems.items():

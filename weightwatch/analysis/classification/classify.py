@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from weightwatch.storage import RemoteDir, is_remote, location
+
 from ..loading.loader import load_runs
 from ..loading.run import Run
 from .reference import Prediction, Reference, load_reference
@@ -30,7 +32,8 @@ class Classification:
 
 
 def classify(runs: PathLike | Run | Sequence[PathLike | Run], reference: PathLike | Reference, *,
-             step: int | None = None, cache: bool = True) -> Classification:
+             step: int | None = None, cache: bool = True, workers: int | None = None,
+             engine: str = "local") -> Classification:
     """P(optimal) and the predicted final metric of each run, finished or not.
 
     Args:
@@ -39,7 +42,8 @@ def classify(runs: PathLike | Run | Sequence[PathLike | Run], reference: PathLik
             named as written: the directory itself, or ``directory/run``.
         reference: a ``.ww`` file written by :func:`~.fit.fit` (or the Reference).
         step: judge each run at its latest logged step <= ``step`` (default: its latest).
-        cache: use the loader's cache (see :func:`~weightwatch.analysis.loading.loader.load_runs`).
+        cache / workers / engine: how runs are loaded (see
+            :func:`~weightwatch.analysis.loading.loader.load_runs`).
 
     Raises :class:`~.reffile.ReferenceFileError` (or OSError) when the reference
     cannot be read; paths and runs that cannot be judged are in ``problems``.
@@ -61,7 +65,7 @@ def classify(runs: PathLike | Run | Sequence[PathLike | Run], reference: PathLik
             found = [item]
         else:
             try:
-                loaded = load_runs(item, progress=False, cache=cache)
+                loaded = load_runs(item, progress=False, cache=cache, workers=workers, engine=engine)
             except FileNotFoundError as exc:
                 out.problems.append(str(exc))
                 continue
@@ -69,14 +73,10 @@ def classify(runs: PathLike | Run | Sequence[PathLike | Run], reference: PathLik
             if not found and not loaded.problems:
                 out.problems.append(f"no run found in {str(item)!r}")
 
-            def as_written(name: str, path: Path) -> str:
-                """name runs as the user wrote them: the path itself, or path/run below it"""
-                return str(item) if path.resolve() == Path(item).resolve() else str(Path(item) / name)
-
             for name, messages in loaded.problems.items():
-                out.problems.append(f"{as_written(name, Path(item) / name)}: {'; '.join(messages)}")
+                out.problems.append(f"{as_written(item, name, None)}: {'; '.join(messages)}")
             for run in found:
-                run.name = as_written(run.name, Path(run.path))
+                run.name = as_written(item, run.name, run.path)
         for run in found:
             try:
                 out.predictions.append(ref.classify(run, step))
@@ -85,13 +85,23 @@ def classify(runs: PathLike | Run | Sequence[PathLike | Run], reference: PathLik
     return out
 
 
+def as_written(item: PathLike, name: str, path: Path | RemoteDir | None) -> str:
+    """A run named as the user wrote it: ``item`` itself when it is the run, else ``item/name``."""
+    if isinstance(path, RemoteDir) or is_remote(item):
+        here = str(path) if path is not None else None
+        return str(item) if here == location(item).url else f"{str(item).rstrip('/')}/{name}"
+    is_run = path is not None and Path(path).resolve() == Path(item).resolve()
+    return str(item) if is_run else str(Path(item) / name)
+
+
 def classify_below(root: PathLike | Sequence[PathLike], reference: PathLike | Reference, step: int | None = None,
-                   problems: list[str] | None = None, cache: bool = True) -> list[Prediction]:
+                   problems: list[str] | None = None, cache: bool = True, workers: int | None = None,
+                   engine: str = "local") -> list[Prediction]:
     """Classify every run below ``root``, named relative to it as compare names them (runs without
     logged weights are skipped, noted in ``problems``)."""
     ref = load_reference(reference)
     out = []
-    for run in load_runs(root, progress=False, cache=cache).runs:
+    for run in load_runs(root, progress=False, cache=cache, workers=workers, engine=engine).runs:
         try:
             out.append(ref.classify(run, step))
         except ValueError as exc:

@@ -99,7 +99,7 @@ class Comparison:
 
 def compare_runs(root: str | Path | list[str | Path], *, metric: str | None = None, thresholds: tuple[float, float] | None = None,
                  workers: int | None = None, cache: bool = True, progress: bool = True,
-                 permutations: int = PERMUTATIONS) -> Comparison:
+                 permutations: int = PERMUTATIONS, engine: str = "local") -> Comparison:
     """Load the runs below ``root``, group them and test the claim; writes nothing
     (:func:`weightwatch.analysis.compare` also writes the report).
 
@@ -114,7 +114,7 @@ def compare_runs(root: str | Path | list[str | Path], *, metric: str | None = No
     where = ", ".join(repr(str(r)) for r in roots)
     if thresholds is not None:  # fail before loading anything
         group_runs([], metric, thresholds)
-    loaded = load_runs(roots, histograms="last", workers=workers, cache=cache, progress=progress)
+    loaded = load_runs(roots, histograms="last", workers=workers, cache=cache, progress=progress, engine=engine)
     if not loaded.runs:
         if loaded.problems:
             raise NothingToCompare(f"none of the {len(loaded.problems)} runs under {where} could be read:\n"

@@ -4,7 +4,8 @@ The cache lives in the user's cache directory (``platformdirs``: e.g.
 ``~/.cache/weightwatch/runs`` on Linux), or in ``$WEIGHTWATCH_CACHE_DIR`` when
 set, never in the runs' folders: one file per run,
 ``<cache dir>/<run>-<hash>.wwc``, the hash of the run directory's resolved
-path. Inside, each event file is keyed by its name, size and mtime. The
+path (a remote run's: its URL). Inside, each event file is keyed by its name, size and mtime
+(and on object storage its ETag). The
 directory is kept under :data:`MAX_CACHE_BYTES` (``$WEIGHTWATCH_CACHE_MAX_BYTES``)
 by deleting the least recently used files (:func:`evict`). Each file has an open,
 flat layout (no pickle; any language can read it): a sequence of segments,
@@ -96,6 +97,7 @@ class FileState:
     stop: list[str] = field(default_factory=list)
     plugins: dict[str, str] = field(default_factory=dict)
     columns: Columns = field(default_factory=Columns.empty)
+    version: str = ""
 
     def covers(self, scalars: bool, histograms: str) -> bool:
         """Whether this parse decoded at least what is asked for."""
@@ -104,7 +106,7 @@ class FileState:
 
     def meta(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("name", "size", "mtime_ns", "end", "tail", "scalars", "histograms",
-                                               "records", "skipped", "stop", "plugins")}
+                                               "records", "skipped", "stop", "plugins", "version")}
 
 
 def default_cache_dir() -> Path:
@@ -173,14 +175,6 @@ def evict(cache_dir: Path, max_bytes: int | None = None) -> int:
         removed += 1
         total -= 0 if is_tmp else size
     return removed
-
-
-def read_tail(path: Path, end: int) -> str:
-    """Hex of the :data:`TAIL_BYTES` bytes before ``end`` in the file at ``path``."""
-    start = max(0, end - TAIL_BYTES)
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        return fh.read(end - start).hex()
 
 
 @dataclass

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .files import RunFiles, run_files
 from .find import RUN_INFO_FILE
 
 #: A weightwatch.json larger than this is not one (the integrations write a few kB).
@@ -106,17 +107,19 @@ def checked_info(doc: Any) -> tuple[dict[str, Any], list[str]]:
     return info, problems
 
 
-def read_info(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
-    """The run's ``weightwatch.json`` checked (:func:`checked_info`); ({}, []) when there is none."""
-    path = run_dir / RUN_INFO_FILE
-    if not path.exists() and not path.is_symlink():
-        return {}, []
+def read_info(files: RunFiles | Path) -> tuple[dict[str, Any], list[str]]:
+    """The run's ``weightwatch.json`` checked (:func:`checked_info`); ({}, []) when there is none.
+
+    ``files``: the run directory, or its :mod:`.files` reader.
+    """
+    files = run_files(files) if isinstance(files, Path) else files
     try:
-        size = path.stat().st_size
-        if size > MAX_INFO_BYTES:
-            raise ValueError(f"{size} bytes, more than the {MAX_INFO_BYTES} a run's info can be")
-        with open(path, "rb") as fh:
-            doc = loads_strict(fh.read(MAX_INFO_BYTES + 1).decode("utf-8"))
+        data = files.read_small(RUN_INFO_FILE, MAX_INFO_BYTES + 1)
+        if data is None:
+            return {}, []
+        if len(data) > MAX_INFO_BYTES:
+            raise ValueError(f"{MAX_INFO_BYTES}+ bytes, more than the {MAX_INFO_BYTES} a run's info can be")
+        doc = loads_strict(data.decode("utf-8"))
     except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return {}, [f"{RUN_INFO_FILE} is unreadable ({reason}); architecture and layers unknown"]

@@ -5,23 +5,25 @@
 [('sweep/seed0', 0.93), ...]
 
 Runs are spread over worker processes once the event files together are
-large enough to pay for them (:data:`PARALLEL_MIN_BYTES`).
+large enough to pay for them (:data:`PARALLEL_MIN_BYTES`); runs on remote
+storage over threads (the reads wait on the network, and the decoder releases
+the GIL); or over a Ray or Dask cluster (:mod:`.engines`).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from weightwatch.storage import RemoteDir
+
 from .cache import default_cache_dir, evict
 from .columns import histogram_mode
-from .find import PathLike, discover, total_bytes
+from .engines import REMOTE_THREADS, check_engine, map_batches
+from .find import PathLike, Where, discover, total_bytes
 from .one_run import LoadStats, load_run
 from .run import Run
 from .wire import warm_up
@@ -52,37 +54,26 @@ class LoadResult:
 
 # -- many runs -------------------------------------------------------------------------------------------
 
-def _load_batch(items: list[tuple[str, Path]], scalars: bool, histograms: str,
-                cache_dir: Path | None) -> list[tuple[str, Run | None, list[str], LoadStats, bool]]:
+Item = tuple[str, Where, dict | None]  # (name, run directory, a remote run's listing)
+
+
+def _load_batch(items: list[Item], scalars: bool, histograms: str,
+                cache: Path | bool) -> list[tuple[str, Run | None, list[str], LoadStats, bool]]:
+    """Load ``items`` (on whichever worker runs this); ``cache`` True: this machine's default cache."""
+    cache_dir = default_cache_dir() if cache is True else cache or None
     out = []
-    for name, run_dir in items:
+    for name, run_dir, listing in items:
         try:
             run, fatal, stats, saved = load_run(name, run_dir, scalars=scalars, histograms=histograms,
-                                                cache_dir=cache_dir)
+                                                cache_dir=cache_dir, listing=listing)
         except Exception as exc:  # noqa: BLE001 - one bad run must not sink the others; it is reported
             run, fatal, stats, saved = None, [f"could not be loaded: {type(exc).__name__}: {exc}"], LoadStats(1), True
         out.append((name, run, fatal, stats, saved))
     return out
 
 
-def _batches(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-def _pool_context():
-    """fork is cheapest, but unsafe once a framework has started its thread pools."""
-    import multiprocessing as mp
-
-    methods = mp.get_all_start_methods()
-    if "fork" in methods and not any(m in sys.modules for m in ("torch", "tensorflow", "jax")):
-        return mp.get_context("fork")
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
-def _ignore_interrupt() -> None:
-    """Workers leave Ctrl-C to the parent, which stops them (no traceback from each worker)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _batches(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _progress(total: int, enabled: bool):
@@ -94,25 +85,31 @@ def _progress(total: int, enabled: bool):
 
 def load_runs(root: PathLike | list[PathLike] | tuple[PathLike, ...], *, scalars: bool = True,
               histograms: bool | str = True, workers: int | None = None, cache: bool | PathLike = True,
-              progress: bool = True) -> LoadResult:
+              progress: bool = True, engine: str = "local") -> LoadResult:
     """Load every run below ``root``.
 
     Args:
-        root: a directory, or several (paths or glob patterns); every directory below
-            one holding event files is a run (symbolic links followed, each real
-            directory once). Below one root, runs are named relative to it; with
-            several, each name starts with its root as written.
+        root: a directory, or several (paths, fsspec URLs such as ``s3://bucket/runs``,
+            or glob patterns of either); every directory below one holding event
+            files is a run (symbolic links followed, each real directory once).
+            Below one root, runs are named relative to it; with several, each name
+            starts with its root as written.
         scalars: load scalar tags (weight statistics and the user's metrics).
         histograms: True for every histogram, "last" for only each tag's latest
             (what the comparison needs), False for none; records holding
             histograms that are not wanted are skipped without decoding them.
-        workers: processes to parse in; None for one per CPU, 1 to stay in
-            this process. Small loads stay in this process anyway.
+        workers: processes to parse in (threads, for runs on remote storage); None
+            for one per CPU, 1 to stay in this process. Small local loads stay in
+            this process anyway. With a cluster engine that this call starts: its
+            number of workers.
         cache: reuse and update the cache (True: the user cache directory, or
-            ``$WEIGHTWATCH_CACHE_DIR``; a path: that directory; False: none), so a
-            later load only parses bytes appended since. Nothing is written
-            into the runs' folders.
+            ``$WEIGHTWATCH_CACHE_DIR``, of the machine that loads the run; a path:
+            that directory; False: none), so a later load only parses bytes
+            appended since. Nothing is written into the runs' folders.
         progress: show a progress bar (on a terminal).
+        engine: ``local`` (this machine), ``ray`` or ``dask``: load on that cluster's
+            workers, near the data, and bring back only the parsed columns (see
+            :mod:`.engines`). The result is the same whichever engine loads.
 
     Raises FileNotFoundError when a root is not a directory (or a pattern matches
     none). Everything else
@@ -129,6 +126,7 @@ def load_runs(root: PathLike | list[PathLike] | tuple[PathLike, ...], *, scalars
     ([0, 1, 2, 3], 1)
     """
     t0 = time.perf_counter()
+    check_engine(engine)
     mode = histogram_mode(histograms)
     found = discover(root)
     run_dirs = found.runs
@@ -136,33 +134,28 @@ def load_runs(root: PathLike | list[PathLike] | tuple[PathLike, ...], *, scalars
     if not run_dirs:
         return result
     cache_dir = None if cache is False else default_cache_dir() if cache is True else Path(cache)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(run_dirs)))
-    if workers > 1 and total_bytes(path for _, path in run_dirs) < PARALLEL_MIN_BYTES:
-        workers = 1
-    result.stats.workers = workers
+    items = [(name, where, found.listings.get(str(where)) if isinstance(where, RemoteDir) else None)
+             for name, where in run_dirs]
+    remote = any(isinstance(where, RemoteDir) for _, where in run_dirs)
+    if engine == "local":
+        cap = workers or (REMOTE_THREADS if remote else os.cpu_count() or 1)
+        workers = max(1, min(cap, len(run_dirs)))
+        if workers > 1 and not remote and total_bytes((w for _, w in run_dirs), found.listings) < PARALLEL_MIN_BYTES:
+            workers = 1
+        if workers > 1 and not remote:
+            warm_up()  # compile (or load) the decoder once, before forking
+    result.stats.workers = workers or 0
+    # cluster workers use their own machine's cache unless a directory was named
+    worker_cache = cache_dir if engine == "local" or not isinstance(cache, bool) else bool(cache)
+    size = 1 if engine == "local" and workers == 1 else max(1, min(16, len(items) // (max(workers or 1, 1) * 8)))
     outcomes: list[tuple[str, Run | None, list[str], LoadStats, bool]] = []
     with _progress(len(run_dirs), progress) as bar:
-        if workers == 1:
-            for batch in _batches(run_dirs, 1):
-                outcomes += _load_batch(batch, scalars, mode, cache_dir)
-                bar.update(len(batch))
-        else:
-            warm_up()  # compile (or load) the decoder once, before forking
-            size = max(1, min(16, len(run_dirs) // (workers * 8)))
-            pool = ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_ignore_interrupt)
-            try:
-                # the runs' arrays come back pickled: a /dev/shm handover measured under 1.5x faster
-                # (benchmarks/RESULTS.md), not worth its code
-                futures = [pool.submit(_load_batch, batch, scalars, mode, cache_dir)
-                           for batch in _batches(run_dirs, size)]
-                for future in as_completed(futures):
-                    done = future.result()
-                    outcomes += done
-                    bar.update(len(done))
-            except BaseException:  # Ctrl-C: drop the queued batches, do not wait for them
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown()
+        # the runs' arrays come back pickled: a /dev/shm handover measured under 1.5x faster
+        # (benchmarks/RESULTS.md), not worth its code
+        for done in map_batches(_load_batch, [(batch, scalars, mode, worker_cache) for batch in _batches(items, size)],
+                                engine=engine, workers=workers, threads=remote):
+            outcomes += done
+            bar.update(len(done))
     unsaved = 0
     for name, run, fatal, stats, saved in sorted(outcomes, key=lambda o: o[0]):
         result.stats.add(stats)

@@ -1,19 +1,21 @@
 """Load one run directory: its event files (only the bytes new since the cache), its info, its Run.
 
-Each event file is read in name order (their creation time) a chunk at a time,
-parsed with :mod:`.parse` and cached with :mod:`.cache`.
+Each event file is read in name order (their creation time) a chunk at a time
+(a ranged read on remote storage, see :mod:`.files`), parsed with
+:mod:`.parse` and cached with :mod:`.cache`.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import MAX_SEGMENTS, Cached, FileState, append_cache, cache_file, cache_key, load_cache, read_tail, \
-    save_cache, touch
+from weightwatch.storage import RemoteDir
+
+from .cache import MAX_SEGMENTS, TAIL_BYTES, Cached, FileState, append_cache, cache_file, load_cache, save_cache, \
+    touch
 from .columns import HISTOGRAM_MODES, Columns, concat, drop_histograms, keep_last_histograms, to_series
-from .find import is_event_file
+from .files import Entry, RunFiles, run_files
 from .info import read_info
 from .parse import parse_bytes
 from .run import Run
@@ -43,9 +45,9 @@ class LoadStats:
 
 
 
-def _parse_file(path: Path, base: int, scalars: bool, histograms: str, plugins: dict[str, str],
+def _parse_file(files: RunFiles, name: str, base: int, scalars: bool, histograms: str, plugins: dict[str, str],
                 stats: LoadStats) -> tuple[list[Columns], int, int, list[str], list[str]]:
-    """Parse ``path`` from byte ``base`` to its end, a chunk at a time.
+    """Parse the event file ``name`` from byte ``base`` to its end, a chunk at a time.
 
     Returns (columns, end, records, skipped problems, stop problems).
     """
@@ -54,85 +56,91 @@ def _parse_file(path: Path, base: int, scalars: bool, histograms: str, plugins: 
     stop: list[str] = []
     records = 0
     chunk = CHUNK_BYTES
-    with open(path, "rb") as fh:
-        while True:
-            fh.seek(base)
-            data = fh.read(chunk)
-            if not data:
-                break
-            stats.bytes_read += len(data)
-            parsed = parse_bytes(data, base, scalars=scalars, histograms=histograms, plugins=plugins)
-            parts.append(parsed.columns)
-            records += parsed.records
-            skipped += parsed.skipped
-            stop = parsed.tail
-            if len(data) < chunk or (parsed.tail and not parsed.truncated):
-                base = parsed.end
-                break  # the end of the file, or a corrupt record nothing after can be trusted past
-            if parsed.end == base:
-                chunk *= 2  # one record longer than the chunk
+    while True:
+        data = files.read(name, base, chunk)
+        if not data:
+            break
+        stats.bytes_read += len(data)
+        parsed = parse_bytes(data, base, scalars=scalars, histograms=histograms, plugins=plugins)
+        parts.append(parsed.columns)
+        records += parsed.records
+        skipped += parsed.skipped
+        stop = parsed.tail
+        if len(data) < chunk or (parsed.tail and not parsed.truncated):
             base = parsed.end
+            break  # the end of the file, or a corrupt record nothing after can be trusted past
+        if parsed.end == base:
+            chunk *= 2  # one record longer than the chunk
+        base = parsed.end
     stats.records += records
     return parts, base, records, skipped, stop
 
 
-def _update_file(run_dir: Path, name: str, prev: FileState | None, scalars: bool, histograms: str,
+def _tail(files: RunFiles, name: str, end: int) -> str:
+    """Hex of the :data:`~.cache.TAIL_BYTES` bytes before ``end`` (what recognises the same file grown)."""
+    start = max(0, end - TAIL_BYTES)
+    return files.read(name, start, end - start).hex()
+
+
+def _update_file(files: RunFiles, name: str, prev: FileState | None, scalars: bool, histograms: str,
                  stats: LoadStats) -> tuple[FileState, Columns | None, int]:
     """The file's state after reading whatever is new in it.
 
     Returns (state, the columns just parsed or None when nothing was, the byte
     offset they were parsed from: 0 for a parse from the start).
     """
-    path = run_dir / name
-    st = path.stat()
+    st: Entry = files.stat(name)
     if prev is not None and prev.covers(scalars, histograms):
-        if (st.st_size, st.st_mtime_ns) == (prev.size, prev.mtime_ns):
+        if (st.size, st.mtime_ns, st.version) == (prev.size, prev.mtime_ns, prev.version):
             return prev, None, prev.end
-        if st.st_size >= prev.end and read_tail(path, prev.end) == prev.tail:
+        if st.size >= prev.end and _tail(files, name, prev.end) == prev.tail:
             plugins = dict(prev.plugins)
-            parts, end, records, skipped, stop = _parse_file(path, prev.end, prev.scalars, prev.histograms,
+            parts, end, records, skipped, stop = _parse_file(files, name, prev.end, prev.scalars, prev.histograms,
                                                              plugins, stats)
             new = _reduce(concat(parts), prev.histograms)
             cols = _reduce(concat([prev.columns, new]), prev.histograms)
-            return FileState(name, st.st_size, st.st_mtime_ns, end, read_tail(path, end), prev.scalars,
+            return FileState(name, st.size, st.mtime_ns, end, _tail(files, name, end), prev.scalars,
                              prev.histograms, prev.records + records, prev.skipped + skipped, stop, plugins,
-                             cols), new, prev.end
+                             cols, st.version), new, prev.end
     if prev is not None:  # parse again, decoding at least what was decoded before
         scalars = scalars or prev.scalars
         histograms = HISTOGRAM_MODES[max(HISTOGRAM_MODES.index(histograms), HISTOGRAM_MODES.index(prev.histograms))]
     plugins: dict[str, str] = {}
-    parts, end, records, skipped, stop = _parse_file(path, 0, scalars, histograms, plugins, stats)
+    parts, end, records, skipped, stop = _parse_file(files, name, 0, scalars, histograms, plugins, stats)
     cols = _reduce(concat(parts), histograms)
-    return FileState(name, st.st_size, st.st_mtime_ns, end, read_tail(path, end), scalars, histograms, records,
-                     skipped, stop, plugins, cols), cols, 0
+    return FileState(name, st.size, st.mtime_ns, end, _tail(files, name, end), scalars, histograms, records,
+                     skipped, stop, plugins, cols, st.version), cols, 0
 
 
 def _reduce(cols: Columns, histograms: str) -> Columns:
     return keep_last_histograms(cols) if histograms == "last" else cols
 
 
-def load_run(name: str, run_dir: Path, *, scalars: bool = True, histograms: str = "all",
-             cache_dir: Path | None = None) -> tuple[Run | None, list[str], LoadStats, bool]:
+def load_run(name: str, run_dir: Path | RemoteDir, *, scalars: bool = True, histograms: str = "all",
+             cache_dir: Path | None = None,
+             listing: dict[str, Entry] | None = None) -> tuple[Run | None, list[str], LoadStats, bool]:
     """Load the run ``name`` in ``run_dir``, with its cache in ``cache_dir`` (None: no cache).
 
+    ``listing``: a remote run's files as its discovery listed them (None: list them now).
     Returns (run or None, problems when it could not be read at all, stats, cache written).
     """
     stats = LoadStats(runs=1)
-    key = cache_key(run_dir)
+    files = run_files(run_dir, listing)
+    key = files.key
     cache_path = cache_file(cache_dir, key) if cache_dir is not None else None
     cached = load_cache(cache_path, key) if cache_path is not None else Cached()
-    info, problems = read_info(run_dir)
+    info, problems = read_info(files)
     states: list[FileState] = []
     news: list[tuple[FileState, Columns, int]] = []
     fatal: list[str] = []
     try:
-        files = sorted(f for f in os.listdir(run_dir) if is_event_file(f) and (run_dir / f).is_file())
+        names = files.event_files()
     except OSError as exc:
         return None, [f"cannot list the directory ({exc.strerror or exc})"], stats, True
-    for fname in files:
+    for fname in names:
         stats.event_files += 1
         try:
-            state, new, start = _update_file(run_dir, fname, cached.states.get(fname), scalars, histograms, stats)
+            state, new, start = _update_file(files, fname, cached.states.get(fname), scalars, histograms, stats)
         except OSError as exc:
             fatal.append(f"{fname}: cannot read it ({exc.strerror or exc})")
             continue

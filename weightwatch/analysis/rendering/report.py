@@ -55,7 +55,8 @@ def write_report(c: Comparison, out: str | Path | None, *, figures: bool = True,
 def compare(root: str | Path | list[str | Path], *, metric: str | None = None, thresholds: tuple[float, float] | None = None,
             out: str | Path | None = "report", figures: bool = True, tensorboard: bool = True,
             workers: int | None = None, cache: bool = True, progress: bool = True,
-            permutations: int = PERMUTATIONS, reference: str | Path | Reference | None = None) -> Comparison:
+            permutations: int = PERMUTATIONS, reference: str | Path | Reference | None = None,
+            engine: str = "local") -> Comparison:
     """Compare the runs below ``root``: group them by final metric (non / low / mid / high, per
     family), test whether the high runs' weights are more alike than the low runs', and write
     figures, index.html and, with ``tensorboard``, the population's TensorBoard view to
@@ -65,7 +66,7 @@ def compare(root: str | Path | list[str | Path], *, metric: str | None = None, t
         metric: the final-metric tag (default: the first of val_accuracy, eval_accuracy,
             accuracy, test_accuracy, acc found).
         thresholds: (a, b) group boundaries on the metric instead of clustering.
-        workers / cache / progress: see :func:`~weightwatch.analysis.loading.loader.load_runs`.
+        workers / cache / progress / engine: see :func:`~weightwatch.analysis.loading.loader.load_runs`.
         permutations: random relabellings of the dispersion test.
         reference: also judge every run with this reference (``c.predictions``).
 
@@ -84,12 +85,12 @@ def compare(root: str | Path | list[str | Path], *, metric: str | None = None, t
     ['fc', 'output', 'all']
     """
     c = compare_runs(root, metric=metric, thresholds=thresholds, workers=workers, cache=cache, progress=progress,
-                     permutations=permutations)
+                     permutations=permutations, engine=engine)
     if reference is not None:  # before the report, which shows them
         ref = load_reference(reference)
         problems: list[str] = []
         c.predictions = classify_below(c.roots if len(c.roots) > 1 else c.root, ref, problems=problems,
-                                       cache=cache)
+                                       cache=cache, workers=workers, engine=engine)
         c.reference_notes = reference_notes(ref)
         for p in problems:
             name, _, message = p.partition(": ")
