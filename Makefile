@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-stamp
 # pip on this machine takes these two from local disk; newer releases are not allowed here.
 TORCH := torch==2.14.1 torchvision==0.29.1
-EXTRAS := torch,keras,lightning,hf,optuna,ray,analysis,dev
+EXTRAS := torch,keras,lightning,hf,optuna,ray,s3,dask,analysis,dev
 export MPLBACKEND := agg
 export KERAS_BACKEND ?= torch
 # The other Keras backends, each in a venv of its own without torch (the way their users

@@ -35,7 +35,7 @@ def test_wheel_declares_one_extra_per_integration(wheel):
     with zipfile.ZipFile(wheel) as zf:
         meta = next(zf.read(n).decode() for n in zf.namelist() if n.endswith("METADATA"))
     extras = {line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Provides-Extra:")}
-    assert {"torch", "keras", "lightning", "hf", "optuna", "ray", "analysis", "dev"} <= extras
+    assert {"torch", "keras", "lightning", "hf", "optuna", "ray", "s3", "gcs", "azure", "dask", "analysis", "dev"} <= extras
     entry = next(zipfile.ZipFile(wheel).read(n).decode() for n in zipfile.ZipFile(wheel).namelist()
                  if n.endswith("entry_points.txt"))
     assert "weightwatch = weightwatch.cli:main" in entry

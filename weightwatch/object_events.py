@@ -39,9 +39,9 @@ class ObjectEventWriter:
     safe by design, like :class:`~weightwatch.events.EventFileWriter`.
     """
 
-    def __init__(self, log_dir: RemoteDir, object_bytes: int = OBJECT_BYTES) -> None:
+    def __init__(self, log_dir: RemoteDir, object_bytes: int | None = None) -> None:
         self.log_dir = log_dir
-        self.object_bytes = int(object_bytes)
+        self.object_bytes = int(object_bytes or OBJECT_BYTES)
         self._fs, self._dir = log_dir.fs()
         self._base = event_file_name()
         self._part = 0

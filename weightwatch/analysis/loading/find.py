@@ -71,8 +71,10 @@ def expand_roots(patterns: PathLike | Sequence[PathLike]) -> list[Where]:
 
 def _expand_remote(root: RemoteDir) -> list[RemoteDir]:
     fs, path = root.fs()
+    fs.invalidate_cache()
     if glob.has_magic(path) and not fs.isdir(path):
-        matches = sorted(p for p, info in fs.glob(path, detail=True).items() if info.get("type") == "directory")
+        matches = sorted(p for p, info in fs.glob(path, detail=True).items()
+                         if info.get("type") == "directory" and not p.rstrip("/").rsplit("/", 1)[-1].startswith("."))
         if not matches:
             raise FileNotFoundError(f"{root.url!r} matches no directory")
         return [RemoteDir(fs.unstrip_protocol(m)) for m in matches]
@@ -128,6 +130,7 @@ def _walk_remote(root: RemoteDir, listings: dict[str, dict[str, Entry]]) -> list
     rules of :func:`_walk` (there are no links on object storage)."""
     fs, base = root.fs()
     base = base.rstrip("/")
+    fs.invalidate_cache(base)  # a listing cached by an earlier call would miss what was written since
     files: dict[str, dict[str, Entry]] = {}  # directory relative to root ("" for root) -> files
     for path, info in fs.find(base, withdirs=False, detail=True).items():
         rel = path[len(base):].strip("/")

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from weightwatch.events import EventFileWriter
+from weightwatch.storage import RemoteDir
 
 from ..comparison.compare import Comparison
 from ..loading.find import POPULATION_MARKER, printable
@@ -129,23 +130,28 @@ def is_population_file(name: str) -> bool:
     return "tfevents" in name or name.endswith((".tsv", ".pbtxt"))
 
 
-def logdir_spec(runs: list[Path], out: Path) -> str:
+def logdir_spec(runs: list[Path | RemoteDir], out: Path) -> str:
     """The command that shows the runs and compare's view of them side by side in TensorBoard.
 
     Each root is named by its last component (made unique); the view's run is then
-    ``compare/weightwatch-population``. Paths are absolute, the argument quoted for a POSIX shell.
+    ``compare/weightwatch-population``. Paths are absolute (URLs as they are: TensorBoard
+    reads s3:// and gs:// itself), the argument quoted for a POSIX shell.
 
-    >>> logdir_spec([Path("/data/runs")], Path("/tmp/report"))
-    'tensorboard --logdir_spec runs:/data/runs,compare:/tmp/report'
+    >>> logdir_spec([Path("/data/runs"), RemoteDir("s3://bucket/runs")], Path("/tmp/report"))
+    'tensorboard --logdir_spec runs:/data/runs,runs2:s3://bucket/runs,compare:/tmp/report'
     """
+    def where(root: Path | RemoteDir) -> str:
+        return root.url if isinstance(root, RemoteDir) else str(Path(root).resolve())
+
     names: list[str] = []
     for root in runs:
-        base = re.sub(r"[:,\s]+", "_", Path(root).resolve().name) or "runs"
+        base = re.sub(r"[:,\s]+", "_", root.name if isinstance(root, RemoteDir) else Path(root).resolve().name) \
+            or "runs"
         name, i = base, 2
         while name in names or name == "compare":
             name, i = f"{base}{i}", i + 1
         names.append(name)
-    entries = [f"{n}:{Path(r).resolve()}" for n, r in zip(names, runs)] + [f"compare:{Path(out).resolve()}"]
+    entries = [f"{n}:{where(r)}" for n, r in zip(names, runs)] + [f"compare:{Path(out).resolve()}"]
     return f"tensorboard --logdir_spec {shlex.quote(','.join(entries))}"
 
 
