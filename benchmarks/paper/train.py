@@ -62,7 +62,9 @@ def train_chunk(configs: Sequence[Config], data: Images, out: Path, epochs: int)
     opt = torch.optim.Adam(stack.parameters(), lr=c0.lr)
     gens = [torch.Generator().manual_seed(10_000 + c.seed) for c in configs]
     modules = [build_module(c.family, c.width, n_out) for c in configs]
-    watches = [WeightWatch(m, run_dir(out, c), hparams=c.hparams(epochs)) for m, c in zip(modules, configs)]
+    # the modules never run forward themselves (the stack computes): trace their data flow on one image
+    watches = [WeightWatch(m, run_dir(out, c), hparams=c.hparams(epochs), example_input=data.x_train[:1])
+               for m, c in zip(modules, configs)]
     steps = len(data.x_train) // c0.batch
     for epoch in range(epochs):
         order = torch.stack([torch.randperm(len(data.x_train), generator=g) for g in gens])  # (N, n)
