@@ -9,8 +9,11 @@ one weightwatch wrote, :func:`other_files` the rest.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +76,37 @@ def run_example(script: str, tmp_path: Path, *args: str, env: dict | None = None
                           capture_output=True, text=True, env=full_env, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def train_and_kill(log_dir: str, epoch: int, timeout: float = 60) -> None:
+    """Train a small model logged into ``log_dir`` (a path or URL) in a child process, and SIGKILL it
+    once epoch ``epoch`` is readable (it logs epoch e with val_accuracy 0.5 + e / 10, then waits)."""
+    script = textwrap.dedent(f"""
+        import time, torch
+        from torch import nn
+        from weightwatch.integrations.torch import WeightWatch
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+        ww = WeightWatch(model, {str(log_dir)!r}, hparams={{"lr": 0.1}})
+        for epoch in range(100):
+            with torch.no_grad():
+                model[0].weight.mul_(0.9)
+            ww.log(epoch, loss=1.0 / (epoch + 1), val_accuracy=0.5 + epoch / 10)
+            print("logged", epoch, flush=True)
+            if epoch == {epoch}:
+                time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.strip() == f"logged {epoch}":
+                break
+        # log k is handed to the writer thread when ww.log returns (every earlier log is written by
+        # then); the kill comes once it is readable too, as in training that went on after it
+        deadline = time.time() + timeout
+        while time.time() < deadline and epoch not in [s for s, _ in scalars(log_dir).get("weights/0/mean", [])]:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import errno
 import json
-import signal
 import subprocess
 import sys
-import textwrap
-import time
 import warnings
 
 import numpy as np
@@ -119,36 +116,7 @@ def test_read_only_directory_skips_the_sketch_and_keeps_the_scalars(tmp_path, mo
 
 
 def test_sigkill_after_epoch_k_reads_back_complete(tmp_path):
-    script = textwrap.dedent(f"""
-        import sys, time, torch
-        from torch import nn
-        from weightwatch.integrations.torch import WeightWatch
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
-        ww = WeightWatch(model, {str(tmp_path / "killed")!r}, hparams={{"lr": 0.1}})
-        for epoch in range(100):
-            with torch.no_grad():
-                model[0].weight.mul_(0.9)
-            ww.log(epoch, loss=1.0 / (epoch + 1), val_accuracy=0.5 + epoch / 10)
-            print("logged", epoch, flush=True)
-            if epoch == 2:
-                time.sleep(120)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        for line in proc.stdout:
-            if line.strip() == "logged 2":
-                break
-        # log 2 is handed to the writer thread when ww.log returns (every earlier log is in the OS
-        # by then); the kill comes once it reached the file, as in training that went on after it
-        deadline = time.time() + 30
-        while time.time() < deadline and 2 not in [s for s, _ in tb_read.scalars(tmp_path / "killed").get(
-                "weights/0/mean", [])]:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait(timeout=60)
+    tb_read.train_and_kill(str(tmp_path / "killed"), epoch=2)
     run = tmp_path / "killed"
     sc = tb_read.scalars(run)
     assert [s for s, _ in sc["weights/0/mean"]] == [0, 1, 2] and [s for s, _ in sc["val_accuracy"]] == [0, 1, 2]

@@ -11,10 +11,8 @@ from __future__ import annotations
 import doctest
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -73,34 +71,7 @@ def test_storage_doctests():
 
 def test_killed_run_on_s3_reads_back_every_epoch_it_logged(s3, tmp_path):
     url = f"s3://{BUCKET}/killed/run"
-    script = textwrap.dedent(f"""
-        import time, torch
-        from torch import nn
-        from weightwatch.integrations.torch import WeightWatch
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
-        ww = WeightWatch(model, {url!r}, hparams={{"lr": 0.1}}, example_input=torch.zeros(1, 6))
-        for epoch in range(100):
-            with torch.no_grad():
-                model[0].weight.mul_(0.9)
-            ww.log(epoch, loss=1.0 / (epoch + 1), val_accuracy=0.5 + epoch / 10)
-            print("logged", epoch, flush=True)
-            if epoch == 2:
-                time.sleep(120)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        for line in proc.stdout:
-            if line.strip() == "logged 2":
-                break
-        # when log(2) returns, logs 0 and 1 are uploaded and 2 is on its way: wait for it, then kill
-        deadline = time.time() + 60
-        while time.time() < deadline and 2 not in [s for s, _ in tb_read.scalars(url).get("weights/0/mean", [])]:
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait(timeout=60)
+    tb_read.train_and_kill(url, epoch=2)
     sc = tb_read.scalars(url)  # TensorBoard's own reader, straight from the bucket
     assert [s for s, _ in sc["weights/0/mean"]] == [0, 1, 2] and [s for s, _ in sc["val_accuracy"]] == [0, 1, 2]
     assert len(tb_read.load(url).Histograms("weights/0")) == 3
