@@ -81,12 +81,15 @@ class WatchSession:
         flow: the model's data flow (see :mod:`weightwatch.flow`), None for registration order.
         context: every layer found before include / exclude, for the consumers
             and norms the flow reads that are not watched.
+        step_unit: how the framework counts the steps it logs at, ``"epoch"`` or ``"step"``
+            (optimizer steps), None when the user picks them (the live scorer maps them to the
+            reference's unit, see :class:`~weightwatch.analysis.LiveScorer`).
     """
 
     def __init__(self, log_dir: str | Path, found: Sequence[tuple[LayerInfo, Source]], options: WatchOptions, *,
                  framework: str, hparams: Mapping[str, Any] | None = None, writes: bool = True,
                  reduce: Any = None, flow: Flow | None = None,
-                 context: Sequence[tuple[LayerInfo, Source]] = ()) -> None:
+                 context: Sequence[tuple[LayerInfo, Source]] = (), step_unit: str | None = None) -> None:
         self.layers = [info for info, _ in found]
         self._sources = [source for _, source in found]
         watched = {info.name for info in self.layers}
@@ -100,6 +103,7 @@ class WatchSession:
         self.weights_step: int | None = None
         self._skipped: set[int] = set()  # layers that failed in a way that will not heal
         self.halted = False  # a sharded run whose ranks fell out of step logs no more
+        self._pending: tuple[Any, float | None] | None = None  # a snapshot whose step's metrics are still to come
         if not writes and not self.collective:
             return
         hparams = options.hparams if hparams is None else hparams
@@ -111,7 +115,8 @@ class WatchSession:
         if options.loaded_reference is not None and writes:  # the live verdict (weightwatch.analysis.LiveScorer)
             from weightwatch.analysis import LiveScorer
 
-            self.scorer = LiveScorer.for_recorder(options.loaded_reference, self.recorder, options.stop_rule)
+            self.scorer = LiveScorer.for_recorder(options.loaded_reference, self.recorder, options.stop_rule,
+                                                  step_unit=step_unit)
 
     @property
     def writes(self) -> bool:
@@ -159,8 +164,15 @@ class WatchSession:
                                   "Pass numbers (floats, 0-d tensors, numpy scalars) under names of your own.")
         return out
 
-    def log(self, step: int, metrics: Mapping[str, Any] | None = None, weights: bool = True) -> None:
-        """Write ``metrics`` at ``step``, and the weights unless they were already recorded at this step."""
+    def log(self, step: int, metrics: Mapping[str, Any] | None = None, weights: bool = True, *,
+            epoch: float | None = None, score: bool = True) -> None:
+        """Write ``metrics`` at ``step``, and the weights unless they were already recorded at this step.
+
+        ``epoch``: the epochs completed at this log (fractional; None when unknown), for a live
+        scorer whose reference counts steps otherwise. ``score`` False: the framework logs this
+        step's metrics later (Hugging Face's Trainer after ``on_epoch_end``); the weights are
+        scored by :meth:`score_pending` once they are in (or at the next weights, or at close).
+        """
         if self.halted:
             return
         if self.closed:
@@ -186,19 +198,48 @@ class WatchSession:
             if tensors is None or self.collective or isinstance(exc, OSError) or not self._skip_failing(tensors, context):
                 self._failed(step, exc)
                 return
-            return self.log(step, metrics, weights)  # again, without the layers that failed
+            return self.log(step, metrics, weights, epoch=epoch, score=score)  # again, without the layers that failed
         if weights:
             self.weights_step = step
-        if self.scorer is not None:
-            try:
-                if metrics:  # the curves so far, in before the snapshot they go with is scored
-                    self.scorer.add_metrics(step, metrics)
-                if snapshot is not None:
-                    self.scorer.log(self.recorder, snapshot)
-            except Exception as exc:  # noqa: BLE001
-                self.guard.failed("scorer", exc, "the reference cannot score this run (made for another "
-                                  "architecture?)", "Live scores are off for this run; training goes on.")
-                self.scorer = None
+        self._scoring(lambda: self._feed(step, metrics, epoch, snapshot, score))
+
+    def score_pending(self) -> None:
+        """Score the weights logged with ``score=False`` now that their step's metrics are in."""
+        self._scoring(self._score_pending)
+
+    def _scoring(self, work: Callable[[], None]) -> None:
+        """``work()`` on the live scorer, if any; a failure turns live scores off (one warning)."""
+        if self.scorer is None:
+            return
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001
+            self.guard.failed("scorer", exc, "the reference cannot score this run (made for another "
+                              "architecture?)", "Live scores are off for this run; training goes on.")
+            self.scorer = None
+
+    def _feed(self, step: int, metrics: Mapping[str, float], epoch: float | None, snapshot: Any,
+              score: bool) -> None:
+        if metrics:  # the curves so far, in before the snapshot they go with is scored
+            self.scorer.add_metrics(step, metrics, epoch)
+        if snapshot is not None:
+            self._score_pending()  # a step whose metrics never came is judged on what it has
+            self._pending = (snapshot, epoch)
+            if score:
+                self._score_pending()
+
+    def _score_pending(self) -> None:
+        if self._pending is None:
+            return
+        (snapshot, epoch), self._pending = self._pending, None
+        verdict = self.scorer.log(self.recorder, snapshot, epoch)
+        if verdict is None and self.scorer.unjudged:
+            self.guard.notice("unjudged", f"{self.scorer.unjudged}.")
+        elif verdict is not None and verdict.reason:
+            what = ("the live verdict is uncertain, so the stop rule does not act on it and nothing is logged for "
+                    "it" if verdict.uncertain else "the live verdict comes from a model that reads the weights only")
+            self.guard.notice(("verdict", verdict.uncertain), f"step {verdict.step}: {what}: {verdict.reason}. "
+                              "Training goes on (said once).")
 
     def _context_tensors(self) -> dict[str, LayerTensors]:
         """The current tensors of the unwatched layers the flow reads (consumers, norms)."""
@@ -266,6 +307,8 @@ class WatchSession:
     def close(self, success: bool = True) -> None:
         if self.recorder is None:
             return
+        if not self.closed:
+            self.score_pending()
         try:
             self.recorder.close(success)
         except Exception as exc:  # noqa: BLE001

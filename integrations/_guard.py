@@ -42,6 +42,12 @@ class Guard:
             self._said.add(key)
             warnings.warn(f"weightwatch: {message}", WeightWatchWarning, stacklevel=4)
 
+    def notice(self, key: Hashable, message: str) -> None:
+        """Say ``message`` once under ``key``: news about the run, not an error (never raised, even strict)."""
+        if key not in self._said:
+            self._said.add(key)
+            warnings.warn(f"weightwatch: {message}", WeightWatchWarning, stacklevel=4)
+
     def failed(self, key: Hashable, exc: BaseException, what: str, todo: str) -> None:
         """``what`` failed with ``exc``: re-raise when strict, else warn once under ``key``."""
         if self.strict:

@@ -21,6 +21,15 @@ Where and when:
   written as the Trainer logs them;
 - the x axis is ``state.global_step``, as for transformers' own TensorBoard logs;
 - only the main process (``state.is_world_process_zero``) writes.
+
+With a reference, the live verdict of the weights logged at a step is given
+once that step's logs are in: the Trainer logs an epoch's loss and evaluation
+after ``on_epoch_end``, so when it is about to (``control.should_log`` /
+``should_evaluate``) the weights are judged in ``on_log`` / ``on_evaluate``,
+where ``control.should_training_stop`` is set when the stop rule says so. The
+steps are optimizer steps; a reference fitted on runs that count epochs judges
+the weights logged at the end of each epoch as that epoch (``state.epoch``), and
+the weights logged between epoch ends (``every_n_steps``) are not judged.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ transformers = require("transformers", "hf", "weightwatch.integrations.hf")
 from weightwatch.layers import finish_discovery  # noqa: E402
 from weightwatch.storage import Location, location  # noqa: E402
 
-from ._callback import WatchingCallback, WatchSession, scalar_metrics  # noqa: E402
+from ._callback import WatchingCallback, WatchSession, is_scalar, scalar_metrics  # noqa: E402
 from .options import WatchOptions, check_every  # noqa: E402
 from ._torch_trace import traced_run_options  # noqa: E402
 from .torch import find_layers  # noqa: E402
@@ -97,6 +106,8 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
         self.every_n_steps = check_every(every_n_steps, "every_n_steps")
         self._history_seen = 0  # entries of state.log_history already written
         self._written: dict[str, int] = {}  # metric -> the last step it was written at
+        self._judge_on: str | None = None  # "log" / "evaluate": the event that brings the logged step's metrics
+        self._logged_at = -1  # the global step of the Trainer's latest on_log
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not self._needs_run():
@@ -114,30 +125,50 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
         hparams = opts.hparams
         if hparams is None:
             hparams = {k: getattr(args, k) for k in HPARAM_ARGS if getattr(args, k, None) is not None}
-        return WatchSession(run_dir(args, self.log_dir), found, opts, framework="hf", hparams=hparams, **flow)
+        return WatchSession(run_dir(args, self.log_dir), found, opts, framework="hf", hparams=hparams,
+                            step_unit="step", **flow)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is not None and self.every_n_steps and state.global_step % self.every_n_steps == 0:
-            self._log_weights(state.global_step)
-            control.should_training_stop |= self.should_stop
+            self._log_weights(state, control)
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         epoch = max(round(state.epoch or 0) - 1, 0)  # state.epoch counts finished epochs here
         if self.run is not None and self.options.records(epoch):
-            self._log_weights(state.global_step)
-            control.should_training_stop |= self.should_stop
+            self._log_weights(state, control)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        self._logged_at = state.global_step
         self._log_history(state)
+        if self._judge_on == "log":
+            self._judge(control)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._log_history(state)
+        if self._judge_on == "evaluate":
+            self._judge(control)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is not None:
             self._log_history(state)
             self.run.close()
 
-    def _log_weights(self, step: int) -> None:
+    def _log_weights(self, state: Any, control: Any) -> None:
+        """Record the weights at ``state.global_step``; judge them now, or once the metrics the
+        Trainer is about to log at this step are in (see the module doc)."""
+        evaluate = bool(getattr(control, "should_evaluate", False))
+        log = bool(getattr(control, "should_log", False)) and state.global_step > self._logged_at
+        self._judge_on = "evaluate" if evaluate else "log" if log else None
         with torch.no_grad():
-            self.run.log(step)
+            self.run.log(state.global_step, epoch=state.epoch, score=self._judge_on is None)
+        if self._judge_on is None:
+            control.should_training_stop |= self.should_stop
+
+    def _judge(self, control: Any) -> None:
+        self._judge_on = None
+        if self.run is not None:
+            self.run.score_pending()
+            control.should_training_stop |= self.should_stop
 
     def _log_history(self, state: Any) -> None:
         """Write the entries of ``state.log_history`` not written yet, each at its own step."""
@@ -148,6 +179,7 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
             # several entries share a step (train loss, evaluation, the final summary) and repeat
             # "epoch": each metric is written once per step
             metrics = {k: v for k, v in scalar_metrics(entry, drop={"step"}).items() if self._written.get(k) != step}
-            self.run.log(step, metrics, weights=False)
+            epoch = entry.get("epoch")
+            self.run.log(step, metrics, weights=False, epoch=float(epoch) if is_scalar(epoch) else None)
             self._written.update(dict.fromkeys(metrics, step))
         self._history_seen = len(state.log_history)

@@ -96,7 +96,7 @@ class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
         found = finish_discovery(everything, opts.include, opts.exclude, opts.roles)
         # the flow is read before include / exclude: leaving a layer out changes no other layer's numbers
         return WatchSession(self.log_dir, found, opts, framework="keras", flow=trace_flow(self.model, everything),
-                            context=everything)
+                            context=everything, step_unit="step" if self.every_n_batches else "epoch")
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._batches += 1
@@ -116,7 +116,7 @@ class WeightWatchCallback(WatchingCallback, keras.callbacks.Callback):
             metrics["epoch"] = float(epoch)
         if not self._require_run():
             return
-        self.run.log(step, metrics, weights=bool(self.options.records(epoch)))
+        self.run.log(step, metrics, weights=bool(self.options.records(epoch)), epoch=epoch + 1.0)  # epochs completed
         if self.run.should_stop:
             self.model.stop_training = True
 

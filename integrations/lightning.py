@@ -96,7 +96,7 @@ class WeightWatchCallback(WatchingCallback, pl.Callback):
         example = getattr(pl_module, "example_input_array", None)
         flow = traced_run_options(pl_module, everything, lambda: self.run, example)
         return WatchSession(run_dir(trainer, self.log_dir), found, opts, framework="lightning", hparams=hparams,
-                            **flow)
+                            step_unit="step", **flow)
 
     def _writing(self, trainer: Any) -> bool:
         return self.run is not None and trainer.is_global_zero and not trainer.sanity_checking
@@ -115,7 +115,8 @@ class WeightWatchCallback(WatchingCallback, pl.Callback):
             metrics = scalar_metrics(trainer.callback_metrics)
             metrics["epoch"] = float(trainer.current_epoch)
             with torch.no_grad():
-                self.run.log(logger_step(trainer), metrics, weights=bool(self.options.records(trainer.current_epoch)))
+                self.run.log(logger_step(trainer), metrics, weights=bool(self.options.records(trainer.current_epoch)),
+                             epoch=trainer.current_epoch + 1.0)  # the epochs completed
         if self.options.stop_rule is not None and not trainer.sanity_checking:
             # every rank takes part; only rank 0 has a verdict
             if trainer.strategy.reduce_boolean_decision(self.should_stop, all=False):

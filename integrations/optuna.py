@@ -47,7 +47,8 @@ def _score_of(source: Any) -> Score | None:
 
 def report(trial: Any, source: Any) -> Score | None:
     """Store the latest verdict of ``source`` (a WeightWatch / callback with a reference, or a
-    Score) on ``trial``, for :class:`WeightWatchPruner`; returns it (None when there is none yet)."""
+    Score) on ``trial``, for :class:`WeightWatchPruner`; returns it (None when there is none yet).
+    An uncertain verdict is stored as None: the pruner never prunes on it."""
     score = _score_of(source)
     if score is None:
         return None
@@ -73,7 +74,7 @@ class WeightWatchPruner(optuna.pruners.BasePruner):
 
     def prune(self, study: Any, trial: Any) -> bool:
         stored = trial.user_attrs.get(USER_ATTR, {})
-        history = sorted((int(step), float(p)) for step, p in stored.items())
+        history = sorted((int(step), None if p is None else float(p)) for step, p in stored.items())
         if self.rule.should_stop(history):
             return True
         return bool(self.base.prune(study, trial)) if self.base is not None else False

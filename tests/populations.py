@@ -114,9 +114,11 @@ def train_run(log_dir: Path, family: str, init: float | str, seed: int, epochs: 
     return Truth(family, init, seed, val, acc, losses)
 
 
-def train_watched(model, log_dir: Path, epochs: int, after_epoch=None, **watch_kwargs):
+def train_watched(model, log_dir: Path, epochs: int, after_epoch=None, curve: str | None = "val_accuracy",
+                  **watch_kwargs):
     """Adam (lr 1e-2) on the digits under ``WeightWatch(model, log_dir, **watch_kwargs)``,
-    logging val_accuracy each epoch; ``after_epoch(ww, epoch, acc)`` returning True ends it.
+    logging the validation accuracy each epoch as ``curve`` (None: the last batch's loss only);
+    ``after_epoch(ww, epoch, acc)`` returning True ends it.
 
     Returns (ww, the last val_accuracy, epochs trained).
     """
@@ -135,7 +137,7 @@ def train_watched(model, log_dir: Path, epochs: int, after_epoch=None, **watch_k
                 opt.step()
             with torch.no_grad():
                 acc = float((model(xva).argmax(1) == yva).float().mean())
-            ww.log(epoch, val_accuracy=acc)
+            ww.log(epoch, **({curve: acc} if curve else {"loss": float(loss)}))
             if after_epoch is not None and after_epoch(ww, epoch, acc):
                 return ww, acc, epoch + 1
     return ww, acc, epochs

@@ -53,7 +53,8 @@ STEPS_PER_EPOCH = 22
 
 def per_step_reference(tmp_path_factory) -> Path:
     """The same population's reference with steps counted in optimizer steps, as Lightning's and
-    Hugging Face's callbacks log them: the record after epoch e (0-based) sits at step 22 (e + 1) - 1."""
+    Hugging Face's callbacks log them: the record after epoch e (0-based) sits at step 22 (e + 1) - 1,
+    with the ``epoch`` scalar Lightning's callback writes there (e), so the reference knows its unit."""
     if "per_step" in _cache:
         return _cache["per_step"]
     import numpy as np
@@ -69,6 +70,8 @@ def per_step_reference(tmp_path_factory) -> Path:
         return STEPS_PER_EPOCH * (np.asarray(steps) + 1) - 1
 
     for run in runs:
+        epochs = np.unique(np.asarray(run.scalars["weights/all/mean"].steps))
+        run.scalars["epoch"] = Series(epochs, epochs.astype(np.float64))
         for tag, series in list(run.scalars.items()):
             run.scalars[tag] = Series(moved(series.steps), series.values)
         for tag, hist in list(run.histograms.items()):

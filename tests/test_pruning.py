@@ -215,29 +215,122 @@ class TokensMLP(torch.nn.Module):
         return out
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation: the HF callback's steps are global steps and its run "
-                   "logs no val_accuracy, so the verdict of a reference fitted per epoch on runs with that "
-                   "curve judges it with the curve missing and stops a good run early")
-def test_hf_stop_option(per_step, tmp_path):
+def weightwatch_warnings(record) -> list[str]:
+    from weightwatch.integrations._guard import WeightWatchWarning
+
+    return [str(w.message) for w in record if issubclass(w.category, WeightWatchWarning)]
+
+
+@pytest.mark.parametrize("unit", ["step", "epoch"])
+def test_hf_stop_option(per_step, pop, unit, tmp_path):
+    """The Trainer logs optimizer steps and no val_accuracy: the reference's chosen model (the metric so
+    far) cannot judge it, so the step's weights-only fallback does, said once; a reference fitted on runs
+    counting epochs judges the weights of the end of epoch e as its step e (through state.epoch)."""
     transformers = pytest.importorskip("transformers")
+    from weightwatch.analysis import Reference
     from weightwatch.integrations.hf import WeightWatchCallback
 
+    reference = per_step if unit == "step" else pop.reference
+    ref = Reference.load(reference)
+    assert ref.step_unit == unit
+    assert all(m.cv["family"] == "metric" and m.fallback is not None for m in ref.steps)  # what this test is about
     transformers.logging.set_verbosity_error()
     xtr, ytr, _, _ = populations._digits()
     data = [{"x": x, "labels": y} for x, y in zip(xtr, ytr)]
     epochs = {}
     for init in ("zeros", 0.1):
         torch.manual_seed(0)
-        cb = WeightWatchCallback(tmp_path / f"hf-{init}", reference=per_step, stop=StopRule(0.5, 1))
+        cb = WeightWatchCallback(tmp_path / f"hf-{init}", reference=reference, stop=StopRule(0.5, 1))
         args = transformers.TrainingArguments(output_dir=str(tmp_path / f"out-{init}"), num_train_epochs=EPOCHS,
                                               per_device_train_batch_size=64, learning_rate=1e-2,
                                               save_strategy="no", report_to=[], use_cpu=True,
                                               disable_tqdm=True, logging_strategy="epoch")
         trainer = transformers.Trainer(model=TokensMLP(init), args=args, train_dataset=data, callbacks=[cb])
-        trainer.train()
+        with pytest.warns(Warning) as record:
+            trainer.train()
         epochs[init] = round(trainer.state.epoch)
-        assert cb.run.scorer.history[-1].step == trainer.state.global_step
-    assert epochs == {"zeros": 1, 0.1: EPOCHS}
+        history = cb.run.scorer.history
+        assert [s.step for s in history] == [22, 44, 66, 88][:epochs[init]]  # the Trainer's global steps
+        want = [21, 43, 65, 87] if unit == "step" else [0, 1, 2, 3]  # the reference's step of each epoch end
+        assert [s.model_step for s in history] == want[:epochs[init]]
+        assert not any(s.uncertain for s in history)
+        assert [s.family for s in history] == [ref.model_for(s).cv["fallback"]["family"] for s in want[:epochs[init]]]
+        assert all(s.missing == ("curve/metric_last",) for s in history)
+        said = [m for m in weightwatch_warnings(record) if "weights only" in m]
+        assert len(said) == 1 and "curve/metric_last" in said[0] and "'val_accuracy'" in said[0]
+    assert epochs == {"zeros": 1, 0.1: EPOCHS}  # optimizer steps: >= min_step 1 from the first epoch on
+
+
+@pytest.fixture(scope="module")
+def metric_only(pop, tmp_path_factory):
+    """A reference of the metric so far alone: no step holds a weights-only fallback."""
+    from weightwatch.analysis import fit
+    from weightwatch.analysis.loading.loader import load_runs
+
+    result = fit(load_runs(pop.train, progress=False, cache=False).runs, cv=3, families=("metric",))
+    assert all(m.fallback is None for m in result.reference.steps)
+    return result.reference.save(tmp_path_factory.mktemp("metric_only") / "reference.ww")
+
+
+def test_a_run_without_the_curve_is_uncertain_and_never_stopped(metric_only, tmp_path):
+    """A plain loop that logs no val_accuracy, judged by a reference that needs it and has nothing else:
+    every verdict is uncertain (no P(optimal), nothing logged for it), the dead network trains every epoch,
+    one warning says what is missing and what to do; the same network logging val_accuracy is stopped."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from weightwatch.analysis import Reference
+    from weightwatch.analysis.loading.loader import load_runs
+
+    torch.manual_seed(0)
+    with pytest.warns(Warning) as record:
+        ww, _, epochs = train(populations.make_model("mlp", "zeros"), tmp_path / "blind", metric_only,
+                              stop=StopRule(threshold=0.5, min_step=1), curve=None,
+                              after_epoch=lambda ww, e, a: ww.should_stop)
+    assert epochs == EPOCHS and not ww.should_stop
+    history = ww.run.scorer.history
+    assert [s.step for s in history] == list(range(EPOCHS))
+    assert all(s.uncertain and s.p_optimal is None and s.predicted is None for s in history)
+    assert all(s.missing == ("curve/metric_last",) and "val_accuracy" in s.reason for s in history)
+    said = weightwatch_warnings(record)
+    assert len(said) == 1 and "uncertain" in said[0] and "'val_accuracy'" in said[0]
+    events = EventAccumulator(str(tmp_path / "blind")).Reload()
+    assert "loss" in events.Tags()["scalars"] and not any(t.startswith("weightwatch/p_optimal") or
+                                                          t.startswith("weightwatch/predicted")
+                                                          for t in events.Tags()["scalars"])
+    # read back, the finished run gets the same answer: no verdict
+    run = load_runs(tmp_path / "blind", progress=False, cache=False).runs[0]
+    pred = Reference.load(metric_only).classify(run)
+    assert pred.group == "uncertain" and pred.missing == ["curve/metric_last"]
+    assert any("uncertain" in n for n in pred.notes)
+
+    torch.manual_seed(0)  # the same network with the curve: judged, and stopped once the rule may act
+    ww, _, epochs = train(populations.make_model("mlp", "zeros"), tmp_path / "seen", metric_only,
+                          stop=StopRule(threshold=0.5, min_step=1), after_epoch=lambda ww, e, a: ww.should_stop)
+    assert epochs == 2 and ww.should_stop and not any(s.uncertain for s in ww.run.scorer.history)
+
+
+def test_keras_epochs_are_not_judged_by_a_reference_in_optimizer_steps(per_step, tmp_path):
+    """Keras' epoch mode counts epochs, the reference optimizer steps: no mapping exists, so every verdict is
+    uncertain and a dead network trains every epoch, with one warning."""
+    keras = pytest.importorskip("keras")
+    from weightwatch.integrations.keras import WeightWatchCallback
+
+    xtr, ytr, xva, yva = digits_arrays()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, "relu", kernel_initializer="zeros"),
+                              keras.layers.Dense(16, "relu", kernel_initializer="zeros"),
+                              keras.layers.Dense(10, kernel_initializer="zeros")])
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    cb = WeightWatchCallback(tmp_path / "keras", reference=per_step, stop=StopRule(0.5, 1))
+    with pytest.warns(Warning) as record:
+        history = model.fit(xtr, ytr, validation_data=(xva, yva), epochs=EPOCHS, batch_size=64, verbose=0,
+                            callbacks=[cb])
+    assert len(history.history["loss"]) == EPOCHS
+    scores = cb.run.scorer.history
+    assert [s.step for s in scores] == list(range(EPOCHS)) and all(s.uncertain for s in scores)
+    said = weightwatch_warnings(record)
+    assert len(said) == 1 and "optimizer steps" in said[0]
 
 
 @pytest.mark.slow

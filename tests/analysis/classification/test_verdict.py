@@ -15,7 +15,7 @@ import populations
 from reference import in_strength
 from reference_population import EPOCHS, shared
 from weightwatch.analysis import Reference, format_fit
-from weightwatch.analysis.classification.families import FAMILIES, WEIGHT_FAMILIES
+from weightwatch.analysis.classification.families import FAMILIES, WEIGHT_FAMILIES, WEIGHTS_ONLY
 from weightwatch.analysis.classification.features import run_features
 from weightwatch.analysis.loading.loader import load_runs
 from weightwatch.cli import main
@@ -43,6 +43,28 @@ def test_fit_reports_every_family_beside_the_raw_baselines(pop):
     text = format_fit(fit)
     for c in fit.curve:
         assert (f"step {c['step']}: the weights add nothing here" in text) == c["weights_add_nothing"]
+
+
+def test_a_run_without_the_curve_is_judged_by_the_weights_only_fallback(pop):
+    """Where the chosen family reads the curves, the step keeps the best weights-only family (by the fit
+    table's AUC); a held-out run with its val_accuracy removed is judged by it, and says so."""
+    ref = Reference.load(pop.reference)
+    for c, m in zip(pop.fit.curve, ref.steps):
+        assert c["family"] not in WEIGHTS_ONLY  # the metric so far wins on this population
+        avail = [f for f in WEIGHTS_ONLY if c["families"][f]["available"]]
+        best = max(avail, key=lambda f: c["families"][f]["auc"])
+        assert c["fallback"]["family"] == best and m.cv["fallback"]["auc"] == c["families"][best]["auc"]
+        read = [ref.names[j] for j in np.flatnonzero(m.fallback.columns(len(ref.names)))]
+        assert read and not any(n.startswith(("curve/", "hparam/")) for n in read)
+    run = load_runs(pop.held_out, progress=False, cache=False).runs[0]
+    run.scalars = {k: v for k, v in run.scalars.items() if k != "val_accuracy"}
+    for step in range(EPOCHS):
+        pred = ref.classify(run, step)
+        m = ref.model_for(step)
+        x = ref.table(run).at(step)[1]
+        assert pred.family == m.cv["fallback"]["family"] and pred.missing == ["curve/metric_last"]
+        assert pred.p_optimal == pytest.approx(float(m.fallback.predict(m.filled(x))[0]))
+        assert pred.group in ("optimal", "suboptimal") and any("weights-only model" in n for n in pred.notes)
 
 
 def test_fit_json_has_the_same_table(pop, tmp_path, capsys):

@@ -40,6 +40,9 @@ FAMILIES = ("metric", "curve", "extrapolation", "hparams", "no_weights", "tensor
             "weights", "combined")
 #: The families whose columns come from the weights (the others never look at them).
 WEIGHT_FAMILIES = ("tensor", "neurons", "updates", "weights", "combined")
+#: The families that read nothing but the weights: what any watched run of the family logs
+#: (a reference keeps the best of them as its fallback where the chosen model reads more).
+WEIGHTS_ONLY = ("tensor", "neurons", "updates", "weights")
 #: Families of a handful of monotone columns: linear models only.
 LINEAR_ONLY = ("metric", "extrapolation")
 

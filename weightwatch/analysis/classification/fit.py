@@ -33,13 +33,13 @@ from ..loading.loader import load_runs
 from ..loading.run import Run
 from ..comparison.groups import group_runs
 from .candidates import classifiers, cross_validate, filled, regressors, usable
-from .evaluation import evaluate_step, precision_recall
+from .evaluation import StepChoice, evaluate_step, precision_recall
 from .export import export
-from .families import FAMILIES
+from .families import FAMILIES, WEIGHTS_ONLY
 from .features import FEATURE_NAMES
 from .hparams import hparams_matrix
 from .models import StepModels
-from .population import MAX_STEPS, Population, make_labels, model_steps, population_features
+from .population import MAX_STEPS, Population, make_labels, model_steps, population_features, population_step_unit
 from .reference import Reference
 from .reffile import json_safe, reference_info
 
@@ -71,6 +71,7 @@ def fit_step(step: int, x: np.ndarray, y: np.ndarray, values: np.ndarray, *, nam
     regressor = _exported("regressor", reg_q["regressor"], choice.masks[choice.regressor_family], xf, values,
                           random_state)
     regressor.meta["clip"] = [float(values.min()), float(values.max())]
+    fallback, fallback_reg, fallback_info = _fallback(choice, xf, y, values, random_state)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         typical_opt = np.nanmedian(np.where(np.isfinite(x[y]), x[y], np.nan), axis=0)
@@ -87,9 +88,32 @@ def fit_step(step: int, x: np.ndarray, y: np.ndarray, values: np.ndarray, *, nam
                "weights_add_nothing": choice.weights_add_nothing, "families": choice.families,
                "baselines": choice.baselines, "runs": int(len(y)), "optimal": int(y.sum()),
                "features_used": int(choice.masks[choice.classifier_family].sum())}
+    if fallback_info:
+        cv_info["fallback"] = fallback_info
     return StepModels(step=step, runs=len(y), classifier=classifier, regressor=regressor,
                       fill=fill, coverage=np.isfinite(x).mean(axis=0), typical_optimal=typical_opt,
-                      typical_suboptimal=typical_sub, cv=json_safe(cv_info))
+                      typical_suboptimal=typical_sub, cv=json_safe(cv_info), fallback=fallback,
+                      fallback_regressor=fallback_reg)
+
+
+def _fallback(choice: StepChoice, xf: np.ndarray, y: np.ndarray, values: np.ndarray, random_state: int):
+    """(classifier, regressor, their cv summary): the best weights-only models of the step, each
+    only where the chosen one reads more than the weights (None, or an empty summary, otherwise)."""
+    ok = [f for f in WEIGHTS_ONLY if choice.families.get(f, {}).get("available")]
+    info: dict[str, Any] = {}
+    clf = reg = None
+    if ok and choice.classifier_family not in WEIGHTS_ONLY:
+        family = max(ok, key=lambda f: choice.families[f]["auc"])  # ties: the first (the simpler) family
+        q = choice.families[family]
+        clf = _exported("classifier", q["classifier"], choice.masks[family], xf, y.astype(int), random_state)
+        info.update(family=family, classifier=q["classifier"], auc=q["auc"])
+    if ok and choice.regressor_family not in WEIGHTS_ONLY:
+        family = max(ok, key=lambda f: choice.families[f]["r2"])
+        q = choice.families[family]
+        reg = _exported("regressor", q["regressor"], choice.masks[family], xf, values, random_state)
+        reg.meta["clip"] = [float(values.min()), float(values.max())]
+        info.update(regressor_family=family, regressor=q["regressor"], r2=q["r2"])
+    return clf, reg, info
 
 
 def fit_non(m: StepModels, x: np.ndarray, non: np.ndarray, values: np.ndarray, cv: int,
@@ -131,8 +155,9 @@ class FitResult:
         curve: one dict per step: its held-out auc, balanced_accuracy, kendall_tau,
             r2, runs, the chosen classifier / regressor and the families they use
             (``family``, ``regressor_family``), ``families`` (each family's out-of-fold
-            quality), ``baselines`` (metric so far, best curve extrapolation, as they are)
-            and ``weights_add_nothing``.
+            quality), ``baselines`` (metric so far, best curve extrapolation, as they are),
+            ``weights_add_nothing`` and ``fallback`` (the weights-only models kept for runs that
+            lack what the chosen ones read: family, candidate, auc / r2; None when not needed).
         baseline: the same quality for models that see only the hyperparameters.
         non: early "non" detection at the first step: out-of-fold precision and recall
             of the flag "stays at chance" (``available`` False without such runs).
@@ -222,7 +247,8 @@ def fit(runs: str | os.PathLike[str] | Sequence[Run], *, metric: str | None = No
         fitted.append(m)
         curve.append({"step": step, **{k: m.cv[k] for k in ("auc", "balanced_accuracy", "kendall_tau", "r2", "runs",
                                                                 "classifier", "regressor", "family", "regressor_family",
-                                                                "weights_add_nothing", "families", "baselines")}})
+                                                                "weights_add_nothing", "families", "baselines")},
+                      "fallback": m.cv.get("fallback")})
         if progress:
             progress(f"step {step}: AUC {m.cv['auc']:.3f} ({m.cv['family']}: {m.cv['classifier']}), "
                      f"R^2 {m.cv['r2']:.3f} ({m.cv['regressor_family']}: {m.cv['regressor']}) on {m.runs} runs")
@@ -236,7 +262,7 @@ def fit(runs: str | os.PathLike[str] | Sequence[Run], *, metric: str | None = No
     architectures = sorted({str(r.architecture) for r in pop.runs})
     families = sorted({family_of(r) for r in pop.runs})
     info = reference_info(label, {"runs": len(pop.runs), "optimal": int(y.sum()), "architectures": architectures,
-                                  "families": families,
+                                  "families": families, "step_unit": population_step_unit(pop.runs),
                                   "metric_range": [float(pop.values.min()), float(pop.values.max())],
                                   "cv": cv, "random_state": random_state}, json_safe(base))
     info["features"].update({"hparams": [c.to_json() for c in pop.hparams], "horizon": pop.horizon})

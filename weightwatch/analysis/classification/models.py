@@ -82,6 +82,16 @@ class Model:
             node = nxt
         return self.meta["base"] + weight * value[node].sum(axis=1), contrib
 
+    def columns(self, n: int) -> np.ndarray:
+        """(n,) bool: the columns this model reads (a nonzero coefficient, or a split of some tree)."""
+        used = np.zeros(n, dtype=bool)
+        a = self.arrays
+        if self.kind == "linear":
+            used[np.flatnonzero(a["coef"] != 0)] = True
+        else:
+            used[a["feature"][a["left"] >= 0]] = True
+        return used
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         out = _link(self.raw(x)[0], self.meta["link"])
         clip = self.meta.get("clip")
@@ -91,7 +101,12 @@ class Model:
 @dataclass
 class StepModels:
     """The models fitted at one step: P(optimal), the predicted metric, how to fill gaps, and at
-    the first step optionally ``non``: P(the run stays at chance)."""
+    the first step optionally ``non``: P(the run stays at chance).
+
+    ``fallback`` / ``fallback_regressor`` (optional): the best models of this step that read the
+    weights only, kept when the chosen ones read more (the curves, the hyperparameters), for a
+    run that lacks what the chosen ones need (see :meth:`lacks`).
+    """
 
     step: int
     runs: int
@@ -103,6 +118,14 @@ class StepModels:
     typical_suboptimal: np.ndarray
     cv: dict[str, Any] = field(default_factory=dict)
     non: Model | None = None
+    fallback: Model | None = None
+    fallback_regressor: Model | None = None
+
+    def lacks(self, model: Model, x: np.ndarray) -> np.ndarray:
+        """Indices of the columns ``model`` reads that every training run had (coverage 1) and the
+        row ``x`` (F,) lacks (not finite): a filled value there is a guess the model never saw."""
+        x = np.asarray(x, dtype=np.float64).ravel()
+        return np.flatnonzero(model.columns(x.size) & (self.coverage >= 1.0) & ~np.isfinite(x))
 
     def filled(self, x: np.ndarray) -> np.ndarray:
         x = np.array(x, dtype=np.float64, ndmin=2)

@@ -117,6 +117,51 @@ def population_features(runs: Sequence[Run], metric: str | None = None) -> Popul
     return Population(chosen, labelled, tables, np.array(values, dtype=np.float64), unlabelled, columns, horizon)
 
 
+#: How a run counts the steps it logs at: once per epoch from 0, or in optimizer steps.
+STEP_UNITS = ("epoch", "step")
+
+
+def step_unit(run: Run) -> str | None:
+    """How ``run`` counts the steps its weights were logged at: ``"epoch"``, ``"step"``
+    (optimizer steps), or None when nothing says.
+
+    - an ``epoch`` scalar (Lightning's and Hugging Face's callbacks and Keras' batch mode write
+      one): ``"step"`` when a point sits at another step than its value, ``"epoch"`` when every
+      point sits at its own value (and one is past 0);
+    - else the framework: ``hf`` and ``lightning`` count optimizer steps, ``keras`` epochs;
+    - else weights logged at 0, 1, 2, ... (a loop logging once per epoch, as the examples do): ``"epoch"``.
+
+    >>> from pathlib import Path
+    >>> from weightwatch.analysis.loading.run import Series
+    >>> lightning = Run("l", Path("l"), scalars={"epoch": Series(np.array([21, 43]), np.array([0.0, 1.0]))})
+    >>> plain = Run("p", Path("p"), scalars={"weights/all/mean": Series(np.arange(4), np.zeros(4))})
+    >>> step_unit(lightning), step_unit(plain)
+    ('step', 'epoch')
+    """
+    epoch = run.scalars.get("epoch")
+    if epoch is not None and epoch.steps.size:
+        steps, values = np.asarray(epoch.steps, dtype=np.float64), np.asarray(epoch.values, dtype=np.float64)
+        if np.any(np.abs(steps - values) > 1e-6):
+            return "step"
+        if steps.max() > 0:
+            return "epoch"
+    framework = run.info.get("framework") if isinstance(run.info, dict) else None
+    if framework in ("hf", "lightning"):
+        return "step"
+    if framework == "keras":
+        return "epoch"
+    steps = record_steps(run)
+    if steps.size >= 2 and np.array_equal(steps, np.arange(steps.size)):
+        return "epoch"
+    return None
+
+
+def population_step_unit(runs: Sequence[Run]) -> str | None:
+    """The step unit all ``runs`` share (see :func:`step_unit`), None when one does not say or they differ."""
+    units = {step_unit(run) for run in runs}
+    return units.pop() if len(units) == 1 else None
+
+
 def model_steps(pop: Population, y: np.ndarray, max_steps: int = MAX_STEPS) -> list[int]:
     """The steps that get models: logged by at least half the runs, with both groups present."""
     counts: dict[int, list[int]] = {}

@@ -26,7 +26,9 @@ that logged step: ``step``, ``runs``, ``cv`` (cross-validated quality),
 ``typical_optimal`` / ``typical_suboptimal`` ((F,) medians, to explain a
 prediction), ``classifier`` (gives P(optimal)), ``regressor`` (gives the
 predicted final metric) and, optionally, ``non`` (P(the run stays at chance),
-first step only). Vectors and models have one entry per column: the feature
+first step only) and ``fallback`` / ``fallback_regressor`` (the best models of
+that step reading the weights only, when the chosen ones read more: they judge
+a run that lacks a curve or hyperparameter the chosen ones need). Vectors and models have one entry per column: the feature
 names, then the hyperparameter columns. A model is one of:
 
 - ``{"kind": "linear", "link": ..., "intercept": b, "arrays": {"center", "scale", "coef"}}``:
@@ -88,7 +90,9 @@ MAX_FILE_BYTES = 1 << 30
 #: Refuse archives with more members than this.
 MAX_MEMBERS = 100_000
 #: The models a step may hold (``non``: only the first step, and only when optional).
-MODEL_ROLES = ("classifier", "regressor", "non")
+MODEL_ROLES = ("classifier", "regressor", "non", "fallback", "fallback_regressor")
+#: The roles a step may lack.
+OPTIONAL_ROLES = ("non", "fallback", "fallback_regressor")
 #: The (F,) vectors stored per step.
 VECTORS = ("fill", "coverage", "typical_optimal", "typical_suboptimal")
 
@@ -244,7 +248,7 @@ def _read_open(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], list[St
                     raise ReferenceFileError(f"{where}: {name} has shape {vectors[name].shape}")
             models = {}
             for role in MODEL_ROLES:
-                if role == "non" and role not in entry:
+                if role in OPTIONAL_ROLES and role not in entry:
                     continue
                 meta = dict(entry[role])
                 arrays = {k: array(v) for k, v in meta.pop("arrays").items()}
