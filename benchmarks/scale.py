@@ -14,6 +14,11 @@ itself. Peak memory is the largest resident set of the measuring process and
 all its descendants together (the cluster's workers included), sampled every
 50 ms with psutil.
 
+With ``--s3 N``, the N-run population is also uploaded to a real S3-compatible
+server on this machine (moto's standalone server, the one the tests use) and
+loaded from the bucket with the local engine on 1 and 16 threads: how far
+concurrent ranged reads hide the requests' latency.
+
 The 64-worker figure is an extrapolation, not a measurement: from the 1- and
 2-worker times of an engine, ``T(W) = fixed + parallel / W`` (``parallel =
 2 (T1 - T2)``, ``fixed = T1 - parallel``), which assumes one core per worker,
@@ -115,7 +120,7 @@ def measure(root: str, engine: str, workers: int | None) -> dict:
             "records": result.stats.records}
 
 
-def run_measure(root: Path, config: str) -> dict:
+def run_measure(root: Path | str, config: str) -> dict:
     engine, _, n = config.partition(":")
     cmd = [sys.executable, __file__, "--measure", str(root), engine, n or "0"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
@@ -154,6 +159,26 @@ def population(base: Path, runs: int, epochs: int, layers: int, width: int,
             shutil.rmtree(run_dir)
     done.write_text("")
     return root, time.perf_counter() - t0
+
+
+def measure_s3(args: argparse.Namespace, writes: dict[int, float | None]) -> list[dict]:
+    """The ``--s3`` population loaded from a moto server by the local engine, 1 and 16 threads."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from objectstore import s3_server, s3fs_client, upload
+
+    root, writes[args.s3] = population(args.dir, args.s3, args.epochs, args.layers, args.width, args.write_max)
+    rows = []
+    with s3_server():
+        fs = s3fs_client()
+        fs.mkdir("scale")
+        t0 = time.perf_counter()
+        upload(fs, root, "scale/runs")
+        print(f"uploaded {args.s3} runs in {time.perf_counter() - t0:.0f} s", flush=True)
+        for threads in (1, 16):
+            row = {"size": args.s3, **run_measure("s3://scale/runs", f"local:{threads}"), "engine": "local, S3"}
+            rows.append(row)
+            print(f"{args.s3:>7} runs  s3 x{threads:<4} {row['seconds']:7.1f} s", flush=True)
+    return rows
 
 
 def extrapolate(t1: float, t2: float, workers: int = 64) -> float:
@@ -214,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/weightwatch-scale"))
     parser.add_argument("--write-max", type=int, default=10_000,
                         help="runs written by the Recorder; larger populations copy them (see population())")
+    parser.add_argument("--s3", type=int, default=None, metavar="N",
+                        help="also load the N-run population from a local S3 server (moto), 1 and 16 threads")
     parser.add_argument("--no-write-results", action="store_true")
     args = parser.parse_args(argv)
     command = "python benchmarks/scale.py " + " ".join(argv)
@@ -225,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"{size:>7} runs  {config:<7} {row['seconds']:7.1f} s  start {row['startup_s']:5.1f} s  "
                   f"peak {row['peak_rss'] / 2**30:.2f} GiB", flush=True)
+    if args.s3:
+        rows += measure_s3(args, writes)
     text = report(rows, writes, args, command)
     print(text)
     if not args.no_write_results:
