@@ -108,23 +108,19 @@ def test_fsdp2_statistics_from_the_shards_equal_one_process(tmp_path):
     assert_same_as_one_process(tmp_path, traced=False)
 
 
-def test_fsdp2_rank_that_does_not_log_is_named_within_the_timeout(tmp_path):
-    proc = torchrun(tmp_path, "fsdp2", "--skip-rank", "1", "--skip-epoch", "1", "--sync-timeout", "3")
+@pytest.mark.parametrize("mode", ["fsdp2", "fsdp1"])
+def test_fsdp_rank_that_does_not_log_is_named_within_the_timeout(tmp_path, mode):
+    proc = torchrun(tmp_path, mode, "--skip-rank", "1", "--skip-epoch", "1", "--sync-timeout", "3")
     warned = [line for line in proc.stdout.splitlines() if "every rank must call log()" in line]
     assert any(line.startswith("rank 0 warning") and "1" in line for line in warned), proc.stdout[-3000:]
     sc = tb_read.scalars(tmp_path / "run")
     assert [s for s, _ in sc["weights/inp/mean"]] == [0]  # epoch 0 logged, then logging stopped cleanly
 
 
-def test_fsdp1_is_refused_with_what_to_use(tmp_path):
-    cmd_out = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.path.insert(0, 'tests');"
-         "import dist_job, torch, torch.distributed as d;"
-         f"d.init_process_group('gloo', init_method='tcp://127.0.0.1:{free_port()}', rank=0, world_size=1);"
-         "from weightwatch.integrations.torch import WeightWatch;"
-         f"WeightWatch(dist_job.wrap('fsdp1', dist_job.Net()), {str(tmp_path / 'r')!r})"],
-        capture_output=True, text=True, timeout=120, cwd=JOB.parents[1])
-    assert cmd_out.returncode != 0 and "fully_shard (FSDP2)" in cmd_out.stderr, cmd_out.stderr[-2000:]
+@pytest.mark.parametrize("mode", ["fsdp1", "fsdp1-wrapped", "fsdp1-flat", "fsdp1-noshard", "hsdp2"])
+def test_fsdp1_and_hsdp_statistics_from_the_shards_equal_one_process(tmp_path, mode):
+    torchrun(tmp_path, mode)
+    assert_same_as_one_process(tmp_path, traced=False)
 
 
 FRAMEWORK_JOB = Path(__file__).with_name("dist_framework_job.py")
