@@ -29,7 +29,7 @@ from torch import nn
 
 from weightwatch.distributed import ShardPiece, reduce_sharded
 
-__all__ = ["Shards", "clean_name", "process", "sharded_piece", "sharded_reducer", "unwrap"]
+__all__ = ["Shards", "clean_name", "is_sharded", "process", "sharded_piece", "sharded_reducer", "unwrap"]
 
 _WRAPPER_SEGMENTS = {"_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"}
 
@@ -148,6 +148,11 @@ def process(model: nn.Module, wrapper: nn.Module | None = None) -> tuple[int, Sh
     if any(isinstance(p, DTensor) for p in model.parameters()):
         return rank, Shards(None, rank)
     return rank, None
+
+
+def is_sharded(model: nn.Module, wrapper: nn.Module | None = None) -> bool:
+    """Whether :func:`process` finds ``model`` sharded (every rank then takes part in each log)."""
+    return process(model, wrapper)[1] is not None
 
 
 def _rows(piece: ShardPiece, whole: tuple[int, ...], rows: slice | None) -> ShardPiece:

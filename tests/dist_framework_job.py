@@ -3,8 +3,9 @@
     torchrun --nproc_per_node 2 tests/dist_framework_job.py MODE ROOT_DIR OUT_DIR
 
 MODE is ``lightning-ddp``, ``lightning-fsdp`` (Lightning's strategies, ``Trainer(accelerator="cpu",
-devices=2)``) or ``hf-ddp`` (``transformers.Trainer``, DDP over gloo), with ``-compiled`` appended
-for a ``torch.compile``'d model (Lightning: ``fit(torch.compile(module))``; Hugging Face:
+devices=2)``; Lightning lets its FSDP strategy run on CUDA only: the job steps past that check)
+or ``hf-ddp`` (``transformers.Trainer``, DDP over gloo), with ``-compiled`` appended for a
+``torch.compile``'d model (Lightning: ``fit(torch.compile(module))``; Hugging Face:
 ``torch_compile=True``), both with the ``eager`` backend. Each trains
 :class:`dist_job.Net` for ``dist_job.EPOCHS`` epochs on 128 samples (64 per rank, batches of
 16: 4 steps an epoch) with the framework's ``WeightWatchCallback`` and its default run
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -63,11 +65,30 @@ def lightning(strategy: str, root: str, out_dir: str, compiled: bool) -> None:
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
+    if strategy == "fsdp":
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        class CPUFSDPStrategy(FSDPStrategy):
+            """Lightning's FSDPStrategy (FullyShardedDataParallel, use_orig_params=True) on the CPU: a subclass,
+            which the accelerator connector's check that the strategy runs on CUDA (``type(...) is``) lets by,
+            and the model wrapped as Lightning wraps it but with ``device_id`` the CPU (Lightning passes the
+            CUDA index, None here, which FSDP refuses); Lightning's own ``_setup_model`` then finds it wrapped."""
+
+            def _setup_model(self, model: nn.Module) -> nn.Module:
+                from torch.distributed.fsdp import FullyShardedDataParallel
+
+                wrapped = FullyShardedDataParallel(model, sharding_strategy=self.sharding_strategy,
+                                                   device_id=torch.device("cpu"), **self.kwargs)
+                return super()._setup_model(wrapped)
+
+        chosen: Any = CPUFSDPStrategy(auto_wrap_policy={nn.LayerNorm})  # a unit for the norm, the root's for the rest
+    else:
+        chosen = strategy
     torch.manual_seed(0)
     model = LitNet()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy=strategy, max_epochs=dist_job.EPOCHS, default_root_dir=root,
-        callbacks=[WeightWatchCallback(hparams={"mode": f"lightning-{strategy}"}, strict=True)],
+        accelerator="cpu", devices=2, strategy=chosen, max_epochs=dist_job.EPOCHS, default_root_dir=root,
+        callbacks=[WeightWatchCallback(hparams={"mode": f"lightning-{strategy}"}, strict=True, sync_timeout=60)],
         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1)
     fitted = torch.compile(model, backend="eager") if compiled else model
     trainer.fit(fitted, DataLoader(TensorDataset(*data()), batch_size=BATCH, shuffle=False))

@@ -136,7 +136,7 @@ def framework_run(tmp_path: Path, mode: str) -> Path:
     return runs[0]
 
 
-@pytest.mark.parametrize("mode", ["lightning-ddp", "lightning-ddp-compiled"])
+@pytest.mark.parametrize("mode", ["lightning-ddp", "lightning-ddp-compiled", "lightning-fsdp"])
 def test_lightning_strategy_one_writer_and_the_numbers_of_one_process(tmp_path, mode):
     run = framework_run(tmp_path, mode)
     assert run == tmp_path / "root" / "lightning_logs" / "version_0"  # the TensorBoardLogger's directory
