@@ -74,11 +74,13 @@ class Shards:
     def __init__(self, root: nn.Module | None, rank: int) -> None:
         self.rank = rank
         self._at: dict[tuple[int, str], tuple[Any, int]] = {}  # (id(module), attribute) -> (handle, index)
+        self.held: set[int] = set()  # ids of the units' FlatParameters and original parameters
         for m in root.modules() if root is not None else ():
             handle = getattr(m, "_handle", None) if _is_fsdp1(m) else None
             if handle is None:
                 continue
             flat = handle.flat_param
+            self.held.update(id(p) for p in [flat, *(flat._params or []), *(flat._shared_params or [])])
             index = {(id(info.module), info.param_name): i for i, info in enumerate(flat._param_infos)}
             self._at.update({key: (handle, i) for key, i in index.items()})
             for shared in flat._shared_param_infos:  # tied parameters: the primary's values
@@ -143,16 +145,31 @@ def process(model: nn.Module, wrapper: nn.Module | None = None) -> tuple[int, Sh
 
     rank = dist.get_rank()
     root = next((m for m in (wrapper, model) if m is not None and any(_is_fsdp1(x) for x in m.modules())), None)
-    if root is not None:
-        return rank, Shards(root, rank)
+    shards = Shards(root, rank) if root is not None else None
+    lost = [name for name, p in model.named_parameters()
+            if getattr(p, "_fsdp_flattened", False) and (shards is None or id(p) not in shards.held)]
+    if lost:
+        raise TypeError(
+            f"{clean_name(lost[0])} of {type(model).__name__} is held by a FullyShardedDataParallel unit that "
+            "cannot be reached from the module given (FSDP wrapped it from outside): give the watcher the "
+            "FSDP-wrapped model, or shard it with fully_shard (FSDP2; Hugging Face / accelerate: "
+            "fsdp_version 2), whose parameters say where they are.")
+    if shards is not None:
+        return rank, shards
     if any(isinstance(p, DTensor) for p in model.parameters()):
         return rank, Shards(None, rank)
     return rank, None
 
 
 def is_sharded(model: nn.Module, wrapper: nn.Module | None = None) -> bool:
-    """Whether :func:`process` finds ``model`` sharded (every rank then takes part in each log)."""
-    return process(model, wrapper)[1] is not None
+    """Whether every rank takes part in the logs of ``model``: it is sharded (or held by FSDP in
+    a way :func:`process` refuses, so that every rank says so and none waits for another)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return any(_is_fsdp1(m) for top in (wrapper, model) if top is not None for m in top.modules()) or \
+        any(isinstance(p, DTensor) or getattr(p, "_fsdp_flattened", False) for p in model.parameters())
 
 
 def _rows(piece: ShardPiece, whole: tuple[int, ...], rows: slice | None) -> ShardPiece:

@@ -37,8 +37,6 @@ from weightwatch._optional import require
 torch = require("torch", "lightning", "weightwatch.integrations.lightning")
 pl = require("lightning.pytorch", "lightning", "weightwatch.integrations.lightning")
 
-from weightwatch.flow import Flow  # noqa: E402
-
 from ._callback import WatchingCallback, WatchSession, scalar_metrics  # noqa: E402
 from ._torch_dist import is_sharded  # noqa: E402
 from .options import WatchOptions, check_every  # noqa: E402
@@ -101,13 +99,11 @@ class WeightWatchCallback(WatchingCallback, pl.Callback):
         opts = self.options
         plan = watched(pl_module, opts, self.sync_timeout, wrapper=trainer.model)
         hparams = opts.hparams if opts.hparams is not None else dict(getattr(pl_module, "hparams", {}) or {})
-        if plan.sharded:
-            flow = {"flow": Flow(method="untraced")}
-        else:  # the data flow, on Lightning's example_input_array or the module's first forward pass
-            example = getattr(pl_module, "example_input_array", None)
-            flow = traced_run_options(pl_module, plan.everything, lambda: self.run, example)
+        # the data flow, on Lightning's example_input_array or the module's first forward pass
+        example = getattr(pl_module, "example_input_array", None)
+        flow = traced_run_options(pl_module, plan, lambda: self.run, example)
         return WatchSession(run_dir(trainer, self.log_dir), plan.found, opts, framework="lightning",
-                            hparams=hparams, writes=plan.writes, reduce=plan.reduce, **flow)
+                            hparams=hparams, **flow)
 
     def _writing(self, trainer: Any) -> bool:
         """Whether this rank takes part in a log now: rank 0, and every rank of a sharded run."""

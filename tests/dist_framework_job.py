@@ -139,7 +139,7 @@ def hf(root: str, out_dir: str, compiled: bool) -> None:
 def main() -> None:
     mode, root, out_dir = sys.argv[1:4]
     base, compiled = mode.removesuffix("-compiled"), mode.endswith("-compiled")
-    if base == "hf-ddp":
+    if base == "hf-ddp":  # accelerate turns FSDP on for accelerators only
         hf(root, out_dir, compiled)
     elif base.startswith("lightning-"):
         lightning(base.removeprefix("lightning-"), root, out_dir, compiled)

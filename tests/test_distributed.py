@@ -123,6 +123,24 @@ def test_fsdp1_and_hsdp_statistics_from_the_shards_equal_one_process(tmp_path, m
     assert_same_as_one_process(tmp_path, traced=False)
 
 
+def test_fsdp1_unit_out_of_reach_is_refused_with_what_to_do(tmp_path):
+    # FSDP wrapped the model from outside (as accelerate does for the Hugging Face Trainer): the module
+    # given holds FSDP's pieces but not the units, so it is refused instead of read as whole tensors
+    code = ("import sys; sys.path.insert(0, 'tests'); import dist_job, torch, torch.distributed as d\n"
+            f"d.init_process_group('gloo', init_method='tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)\n"
+            "from weightwatch.integrations.torch import WeightWatch\n"
+            "net = dist_job.Net()\n"
+            "wrapped = dist_job.wrap('fsdp1', net)\n"
+            f"WeightWatch(wrapped, {str(tmp_path / 'whole')!r}).close()\n"
+            "print('wrapped model watched', flush=True)\n"
+            f"WeightWatch(net, {str(tmp_path / 'inner')!r})\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=JOB.parents[1])
+    assert "wrapped model watched" in out.stdout, out.stderr[-2000:]
+    assert out.returncode != 0 and "give the watcher the FSDP-wrapped model" in out.stderr, out.stderr[-2000:]
+    assert "inp.weight of Net" in out.stderr
+
+
 FRAMEWORK_JOB = Path(__file__).with_name("dist_framework_job.py")
 STEPS_PER_EPOCH = 4  # 128 samples, 64 a rank, batches of 16 (tests/dist_framework_job.py)
 
