@@ -219,14 +219,21 @@ class FlowTracer:
             self.on_traced(flow)
 
 
-def traced_run_options(model: nn.Module, everything: Sequence[tuple[LayerInfo, Any]], get_run: Callable[[], Any],
+def traced_run_options(model: nn.Module, plan: Any, get_run: Callable[[], Any],
                        example_input: Any = None) -> dict[str, Any]:
-    """``Run`` keywords for a callback that traces ``model`` on ``example_input`` or its first forward
-    pass: the flow known so far and every layer as context; the run's recorder gets the flow once traced."""
+    """``WatchSession`` keywords for a callback watching ``model`` as ``plan`` (a
+    :class:`~weightwatch.integrations.torch.Watched`) says: whether this rank writes, the sharded
+    reduction, and the data flow. A whole model is traced on ``example_input`` or its first forward
+    pass (the flow known so far, every layer as context; the run's recorder gets the flow once
+    traced); a sharded one is not (its strengths have no outgoing term)."""
+    ranks = {"writes": plan.writes, "reduce": plan.reduce}
+    if plan.sharded:
+        return {**ranks, "flow": Flow(method="untraced")}
+
     def use(flow: Flow) -> None:
         run = get_run()
         if run is not None and run.recorder is not None:
             run.recorder.flow = flow
 
-    tracer = FlowTracer(model, everything, example_input, on_traced=use)
-    return {"flow": tracer.flow or Flow(method="untraced"), "context": everything}
+    tracer = FlowTracer(model, plan.everything, example_input, on_traced=use)
+    return {**ranks, "flow": tracer.flow or Flow(method="untraced"), "context": plan.everything}

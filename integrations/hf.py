@@ -20,7 +20,10 @@ Where and when:
   eval_accuracy, learning_rate, epoch, ...), each entry at its own step,
   written as the Trainer logs them;
 - the x axis is ``state.global_step``, as for transformers' own TensorBoard logs;
-- only the main process (``state.is_world_process_zero``) writes.
+- only the main process (``state.is_world_process_zero``) writes; when the
+  model is sharded (FSDP through accelerate: FullyShardedDataParallel or
+  ``fully_shard``) every process reduces its own shards at each log with a few
+  small all-reduces (see :func:`weightwatch.integrations.torch.watched`).
 
 With a reference, the live verdict of the weights logged at a step is given
 once that step's logs are in: the Trainer logs an epoch's loss and evaluation
@@ -45,13 +48,13 @@ from weightwatch._optional import require
 torch = require("torch", "hf", "weightwatch.integrations.hf")
 transformers = require("transformers", "hf", "weightwatch.integrations.hf")
 
-from weightwatch.layers import finish_discovery  # noqa: E402
 from weightwatch.storage import Location, location  # noqa: E402
 
 from ._callback import WatchingCallback, WatchSession, is_scalar, scalar_metrics  # noqa: E402
+from ._torch_dist import is_sharded, unwrap  # noqa: E402
 from .options import WatchOptions, check_every  # noqa: E402
 from ._torch_trace import traced_run_options  # noqa: E402
-from .torch import find_layers  # noqa: E402
+from .torch import watched  # noqa: E402
 
 __all__ = ["HPARAM_ARGS", "WatchOptions", "WeightWatchCallback", "run_dir"]
 
@@ -92,6 +95,9 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
             TensorBoard output (see the module doc).
         every_n_steps: also record the weights every N optimizer steps (set it
             to ``args.logging_steps`` to match the Trainer's logging).
+        sync_timeout: when the model is sharded, how long (seconds) a log waits
+            for every process before it names the ones that did not come and
+            stops logging the run.
         options / ``**settings``: the watcher options, a
             :class:`~weightwatch.integrations.options.WatchOptions` and/or its
             fields as keywords. Here ``schedule`` is asked about each epoch (from
@@ -101,16 +107,17 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
     """
 
     def __init__(self, log_dir: str | Path | None = None, *, every_n_steps: int | None = None,
-                 options: WatchOptions | None = None, **settings: Any) -> None:
+                 sync_timeout: float = 300.0, options: WatchOptions | None = None, **settings: Any) -> None:
         self._store_options(log_dir, options, settings)
         self.every_n_steps = check_every(every_n_steps, "every_n_steps")
+        self.sync_timeout = sync_timeout
         self._history_seen = 0  # entries of state.log_history already written
         self._written: dict[str, int] = {}  # metric -> the last step it was written at
         self._judge_on: str | None = None  # "log" / "evaluate": the event that brings the logged step's metrics
         self._logged_at = -1  # the global step of the Trainer's latest on_log
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if not state.is_world_process_zero or not self._needs_run():
+        if not self._needs_run() or not (state.is_world_process_zero or model is not None and is_sharded(model)):
             return
         self._open(lambda: self._session(args, model))
         self._history_seen = len(state.log_history)
@@ -119,13 +126,13 @@ class WeightWatchCallback(WatchingCallback, transformers.TrainerCallback):
         if model is None:
             raise ValueError("WeightWatchCallback: the Trainer passed no model to on_train_begin")
         opts = self.options
-        everything = find_layers(model, opts.heads)
-        found = finish_discovery(everything, opts.include, opts.exclude, opts.roles)
-        flow = traced_run_options(model, everything, lambda: self.run)  # traced on the first forward pass
+        model = unwrap(model)
+        plan = watched(model, opts, self.sync_timeout)
+        flow = traced_run_options(model, plan, lambda: self.run)  # traced on the first forward pass
         hparams = opts.hparams
         if hparams is None:
             hparams = {k: getattr(args, k) for k in HPARAM_ARGS if getattr(args, k, None) is not None}
-        return WatchSession(run_dir(args, self.log_dir), found, opts, framework="hf", hparams=hparams,
+        return WatchSession(run_dir(args, self.log_dir), plan.found, opts, framework="hf", hparams=hparams,
                             step_unit="step", **flow)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -19,7 +19,12 @@ Where and when:
 - the x axis is Lightning's own: the step its loggers use (the index of the
   last optimizer step), so the weights line up with Lightning's curves and the
   epoch-end metrics fall on the points Lightning logged for them;
-- under DDP (or any multi-process strategy) only global rank 0 writes.
+- under DDP (or any multi-process strategy) only global rank 0 writes; under
+  the ``fsdp`` strategy (FullyShardedDataParallel) and ``fully_shard`` models
+  every rank reduces its own shards with a few small all-reduces at the end of
+  each epoch (see :func:`weightwatch.integrations.torch.watched`) and rank 0
+  writes. The run starts at ``on_fit_start``, once the strategy has wrapped
+  the module.
 """
 
 from __future__ import annotations
@@ -32,13 +37,13 @@ from weightwatch._optional import require
 torch = require("torch", "lightning", "weightwatch.integrations.lightning")
 pl = require("lightning.pytorch", "lightning", "weightwatch.integrations.lightning")
 
-from weightwatch.layers import finish_discovery  # noqa: E402
 from weightwatch.storage import Location, location  # noqa: E402
 
 from ._callback import WatchingCallback, WatchSession, scalar_metrics  # noqa: E402
+from ._torch_dist import is_sharded  # noqa: E402
 from .options import WatchOptions, check_every  # noqa: E402
 from ._torch_trace import traced_run_options  # noqa: E402
-from .torch import find_layers  # noqa: E402
+from .torch import watched  # noqa: E402
 
 __all__ = ["WatchOptions", "WeightWatchCallback", "logger_step"]
 
@@ -67,6 +72,9 @@ class WeightWatchCallback(WatchingCallback, pl.Callback):
             TensorBoardLogger directory (see the module doc).
         every_n_steps: also record the weights after every N optimizer steps,
             at the same steps as ``Trainer(log_every_n_steps=N)`` logs.
+        sync_timeout: under a sharded strategy, how long (seconds) a log waits
+            for every rank before it names the ranks that did not come and
+            stops logging the run.
         options / ``**settings``: the watcher options, a
             :class:`~weightwatch.integrations.options.WatchOptions` and/or its
             fields as keywords. Here ``schedule`` is asked about each epoch (from
@@ -76,30 +84,33 @@ class WeightWatchCallback(WatchingCallback, pl.Callback):
     """
 
     def __init__(self, log_dir: str | Path | None = None, *, every_n_steps: int | None = None,
-                 options: WatchOptions | None = None, **settings: Any) -> None:
+                 sync_timeout: float = 300.0, options: WatchOptions | None = None, **settings: Any) -> None:
         super().__init__()
         self._store_options(log_dir, options, settings)
         self.every_n_steps = check_every(every_n_steps, "every_n_steps")
+        self.sync_timeout = sync_timeout
         self._last_global_step = -1
 
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if stage != "fit" or not trainer.is_global_zero or not self._needs_run():
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        # after the strategy wrapped the module: a sharded one is watched on every rank
+        if not self._needs_run() or not (trainer.is_global_zero or is_sharded(pl_module, trainer.model)):
             return
         self._open(lambda: self._session(trainer, pl_module))
 
     def _session(self, trainer: Any, pl_module: Any) -> WatchSession:
         opts = self.options
-        everything = find_layers(pl_module, opts.heads)
-        found = finish_discovery(everything, opts.include, opts.exclude, opts.roles)
+        plan = watched(pl_module, opts, self.sync_timeout, wrapper=trainer.model)
         hparams = opts.hparams if opts.hparams is not None else dict(getattr(pl_module, "hparams", {}) or {})
         # the data flow, on Lightning's example_input_array or the module's first forward pass
         example = getattr(pl_module, "example_input_array", None)
-        flow = traced_run_options(pl_module, everything, lambda: self.run, example)
-        return WatchSession(run_dir(trainer, self.log_dir), found, opts, framework="lightning", hparams=hparams,
-                            step_unit="step", **flow)
+        flow = traced_run_options(pl_module, plan, lambda: self.run, example)
+        return WatchSession(run_dir(trainer, self.log_dir), plan.found, opts, framework="lightning",
+                            hparams=hparams, step_unit="step", **flow)
 
     def _writing(self, trainer: Any) -> bool:
-        return self.run is not None and trainer.is_global_zero and not trainer.sanity_checking
+        """Whether this rank takes part in a log now: rank 0, and every rank of a sharded run."""
+        return self.run is not None and (trainer.is_global_zero or self.run.collective) and \
+            not trainer.sanity_checking
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step

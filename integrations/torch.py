@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import warnings  # noqa: E402
 from weightwatch.flow import Flow  # noqa: E402
 from weightwatch.integrations._callback import WatchSession  # noqa: E402
 from weightwatch.integrations._torch_dist import (  # noqa: E402
-    clean_name, process, sharded_piece, sharded_reducer, unwrap)
+    Shards, clean_name, process, sharded_reducer, unwrap)
 from weightwatch.integrations._torch_trace import FlowTracer  # noqa: E402
 from weightwatch.integrations.options import Schedule, WatchOptions, as_schedule, check_every  # noqa: E402
 from weightwatch.layers import LayerInfo, LayerTensors, finish_discovery  # noqa: E402
@@ -150,29 +150,37 @@ def _check_heads(heads: Mapping[str, int] | None) -> None:
             raise ValueError(f"heads: {pattern!r} -> {n!r} must be a positive integer number of heads")
 
 
-def _mha_sources(name: str, m: nn.MultiheadAttention) -> list[tuple[LayerInfo, _Source]]:
+ShapeOf = Callable[[nn.Module, str], tuple[int, ...]]
+
+
+def _own_shape(module: nn.Module, name: str) -> tuple[int, ...]:
+    return tuple(getattr(module, name).shape)
+
+
+def _mha_sources(name: str, m: nn.MultiheadAttention, shape: ShapeOf) -> list[tuple[LayerInfo, _Source]]:
     e, heads = m.embed_dim, m.num_heads
     out = []
     if m._qkv_same_embed_dim:
-        w, b = m.in_proj_weight, m.in_proj_bias
+        b = m.in_proj_bias
         for i, proj in enumerate(("q_proj", "k_proj", "v_proj")):
             rows = slice(i * e, (i + 1) * e)
-            out.append((LayerInfo(f"{name}.{proj}", "attention", "attn", (e, w.shape[1]), heads, b is not None),
-                        _Source(m, "in_proj_weight", "in_proj_bias" if b is not None else None, rows, rows)))
+            info = LayerInfo(f"{name}.{proj}", "attention", "attn", (e, shape(m, "in_proj_weight")[1]), heads,
+                             b is not None)
+            out.append((info, _Source(m, "in_proj_weight", "in_proj_bias" if b is not None else None, rows, rows)))
     else:
         b = m.in_proj_bias
         for i, proj in enumerate(("q_proj", "k_proj", "v_proj")):
             rows = slice(i * e, (i + 1) * e)
-            w = getattr(m, f"{proj}_weight")
-            out.append((LayerInfo(f"{name}.{proj}", "attention", "attn", tuple(w.shape), heads, b is not None),
-                        _Source(m, f"{proj}_weight", "in_proj_bias" if b is not None else None, None, rows)))
+            info = LayerInfo(f"{name}.{proj}", "attention", "attn", shape(m, f"{proj}_weight"), heads, b is not None)
+            out.append((info, _Source(m, f"{proj}_weight", "in_proj_bias" if b is not None else None, None, rows)))
     o = m.out_proj
-    out.append((LayerInfo(f"{name}.out_proj", "attention", "attn", tuple(o.weight.shape), 1, o.bias is not None),
+    out.append((LayerInfo(f"{name}.out_proj", "attention", "attn", shape(o, "weight"), 1, o.bias is not None),
                 _Source(o, "weight", "bias" if o.bias is not None else None)))
     return out
 
 
-def find_layers(model: nn.Module, heads: Mapping[str, int] | None = None) -> list[tuple[LayerInfo, _Source]]:
+def find_layers(model: nn.Module, heads: Mapping[str, int] | None = None,
+                shape: ShapeOf | None = None) -> list[tuple[LayerInfo, _Source]]:
     """Every layer weightwatch understands, in registration order, before include / exclude.
 
     Linear, Conv1d/2d/3d, MultiheadAttention (one layer per projection),
@@ -180,9 +188,11 @@ def find_layers(model: nn.Module, heads: Mapping[str, int] | None = None) -> lis
     shared by several modules is watched once, under its first name; frozen
     parameters are watched like the others. ``heads`` (``{"glob": n}``) sets
     the head count of matching Linear layers; a q/k/v projection otherwise
-    takes its attention module's ``num_attention_heads`` / ``num_heads``.
+    takes its attention module's ``num_attention_heads`` / ``num_heads``. ``shape(module, name)``
+    gives the whole shape of a parameter (under FSDP1 a parameter is this rank's flat piece).
     """
     _check_heads(heads)
+    shape = shape or _own_shape
     blocks = _block_prefixes(model)
     modules = {clean_name(name) or type(m).__name__.lower(): m for name, m in model.named_modules()}
     found: list[tuple[LayerInfo, _Source]] = []
@@ -195,22 +205,22 @@ def find_layers(model: nn.Module, heads: Mapping[str, int] | None = None) -> lis
         entries: list[tuple[LayerInfo, _Source]] = []
         if isinstance(m, nn.MultiheadAttention):
             inside_mha.append(name)
-            entries = _mha_sources(label, m)
+            entries = _mha_sources(label, m, shape)
         elif isinstance(m, nn.Linear):
             n_heads = _linear_heads(label, modules, heads)
-            if m.weight.shape[0] % n_heads:
-                raise ValueError(f"heads: {label} has {m.weight.shape[0]} output units, not divisible into "
+            if shape(m, "weight")[0] % n_heads:
+                raise ValueError(f"heads: {label} has {shape(m, 'weight')[0]} output units, not divisible into "
                                  f"{n_heads} heads; fix the heads= override")
-            entries = [(LayerInfo(label, "linear", _linear_role(label, blocks), tuple(m.weight.shape), n_heads,
+            entries = [(LayerInfo(label, "linear", _linear_role(label, blocks), shape(m, "weight"), n_heads,
                                   m.bias is not None), _Source(m, "weight", _bias(m)))]
         elif isinstance(m, _CONV):
-            entries = [(LayerInfo(label, "conv", "conv", tuple(m.weight.shape), 1, m.bias is not None),
+            entries = [(LayerInfo(label, "conv", "conv", shape(m, "weight"), 1, m.bias is not None),
                         _Source(m, "weight", _bias(m)))]
         elif isinstance(m, _NORM) and getattr(m, "weight", None) is not None:
-            entries = [(LayerInfo(label, "norm", "norm", tuple(m.weight.shape), 1,
+            entries = [(LayerInfo(label, "norm", "norm", shape(m, "weight"), 1,
                                   getattr(m, "bias", None) is not None), _Source(m, "weight", _bias(m)))]
         elif isinstance(m, nn.Embedding):
-            entries = [(LayerInfo(label, "embed", "embed", tuple(m.weight.shape)), _Source(m, "weight"))]
+            entries = [(LayerInfo(label, "embed", "embed", shape(m, "weight")), _Source(m, "weight"))]
         for info, source in entries:
             key = source.key()
             if key in seen:
@@ -240,11 +250,55 @@ class _ShardedSource:
     """A layer of a sharded (FSDP) model: this rank's pieces of its kernel and bias."""
 
     source: _Source
+    shards: Shards
 
     def tensors(self) -> LayerTensors:
-        w, b = self.source.raw()
-        bias = sharded_piece(b, self.source.bias_rows) if b is not None else None
-        return LayerTensors(kernel=sharded_piece(w, self.source.weight_rows), bias=bias)
+        s = self.source
+        w, b = s.raw()
+        bias = self.shards.piece(s.owner, s.bias, b, s.bias_rows) if b is not None else None
+        return LayerTensors(kernel=self.shards.piece(s.owner, s.weight, w, s.weight_rows), bias=bias)
+
+
+@dataclass
+class Watched:
+    """What a watcher of a torch model on this rank reads (:func:`watched`).
+
+    Attributes:
+        rank: this process's rank (0 outside torch.distributed).
+        found: ``(LayerInfo, source)`` per watched layer.
+        everything: every layer found before include / exclude, to trace the data flow on;
+            empty for a sharded model (its strengths have no outgoing term).
+        reduce: the collective reduction of a sharded model, None when every rank holds it whole.
+    """
+
+    rank: int
+    found: list[tuple[LayerInfo, Any]]
+    everything: list[tuple[LayerInfo, Any]]
+    reduce: Any = None
+
+    @property
+    def sharded(self) -> bool:
+        return self.reduce is not None
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == 0
+
+
+def watched(model: nn.Module, options: WatchOptions, sync_timeout: float,
+            wrapper: nn.Module | None = None) -> Watched:
+    """The layers of ``model`` (the user's module, wrappers looked through by the caller) and how
+    they are read on this rank: whole (one process, DDP) or, when sharded (``fully_shard``, or
+    FullyShardedDataParallel units in ``model`` or in ``wrapper``, the module a framework wrapped
+    it in), this rank's pieces reduced over every rank. Under FSDP it is a collective call (it
+    makes weightwatch's own process group): every rank calls it."""
+    rank, shards = process(model, wrapper)
+    everything = find_layers(model, options.heads, shards.shape if shards is not None else None)
+    found = finish_discovery(everything, options.include, options.exclude, options.roles)
+    if shards is None:
+        return Watched(rank, found, everything)
+    found = [(info, _ShardedSource(source, shards)) for info, source in found]
+    return Watched(rank, found, [], sharded_reducer(sync_timeout))
 
 
 def _count_parameters(model: nn.Module) -> int:
@@ -285,8 +339,8 @@ class WeightWatch:
     Under torch.distributed only rank 0 writes. With DDP (every rank holds the
     whole model) the other ranks do nothing at all, no collective is called,
     and ranks may call :meth:`log` at different moments. Under FSDP
-    (``fully_shard``; FullyShardedDataParallel is refused with a clear error)
-    every rank must make the WeightWatch and call :meth:`log` at the same steps:
+    (``fully_shard``, or FullyShardedDataParallel) every rank must make the
+    WeightWatch and call :meth:`log` at the same steps:
     the statistics are reduced from each rank's shard with a few small
     all-reduces; the complex-network strengths of a sharded model have no
     outgoing term (a consumer's kernel is split over the ranks).
@@ -300,15 +354,10 @@ class WeightWatch:
         self.options = WatchOptions.build(options, settings, owner="WeightWatch")
         opts = self.options
         inner = unwrap(model)
-        self.rank, sharded = process(inner)
-        everything = find_layers(inner, opts.heads)
-        found = finish_discovery(everything, opts.include, opts.exclude, opts.roles)
-        reduce, flow = None, None
-        if sharded:
-            found = [(info, _ShardedSource(source)) for info, source in found]
-            everything = []
-            reduce, flow = sharded_reducer(sync_timeout), Flow(method="untraced")
-            self.tracer = None
+        plan = watched(inner, opts, sync_timeout)
+        self.rank, found, everything = plan.rank, plan.found, plan.everything
+        if plan.sharded:
+            self.tracer, flow = None, Flow(method="untraced")
         else:  # traced before include / exclude, so leaving a layer out changes no other layer's numbers
             self.tracer = FlowTracer(inner, everything, example_input, on_traced=self._use_flow)
             flow = self.tracer.flow or Flow(method="untraced")
@@ -316,7 +365,7 @@ class WeightWatch:
         self._inner = inner
         self._warned_untraced = False
         # the same engine the Keras / Lightning / HF callbacks drive
-        self.run = WatchSession(log_dir, found, opts, framework="torch", writes=self.rank == 0, reduce=reduce,
+        self.run = WatchSession(log_dir, found, opts, framework="torch", writes=plan.writes, reduce=plan.reduce,
                                 flow=flow, context=everything)
         self.layers = self.run.layers
         self.recorder = self.run.recorder

@@ -2,9 +2,13 @@
 
     torchrun --nproc_per_node 2 tests/dist_job.py MODE LOG_DIR OUT_DIR [--skip-rank R --skip-epoch E]
 
-MODE is ``ddp`` (DistributedDataParallel), ``fsdp2`` (``fully_shard``), ``fsdp1``
-(FullyShardedDataParallel, ``use_orig_params=True``) or ``compiled-ddp`` (DDP of a
-``torch.compile``'d model). Every rank makes the WeightWatch and logs each epoch,
+MODE is ``ddp`` (DistributedDataParallel), ``compiled-ddp`` (DDP of a
+``torch.compile``'d model), ``fsdp2`` (``fully_shard``), ``hsdp2`` (``fully_shard`` on a
+(replicate 2, shard world/2) mesh), ``fsdp1`` (FullyShardedDataParallel,
+``use_orig_params=True``, one unit), ``fsdp1-wrapped`` (nested units), ``fsdp1-flat``
+(``use_orig_params=False``), ``fsdp1-noshard`` (NO_SHARD) or ``fsdp1-hybrid``
+(HYBRID_SHARD over (2, world/2): on 2 ranks FSDP makes it NO_SHARD, on 4 it shards).
+Every rank makes the WeightWatch and logs each epoch,
 but rank R skips the log of epoch E when asked. Rank 0 saves the final full
 weights to OUT_DIR/final.pt, for the test to compare with one process.
 """
@@ -50,15 +54,36 @@ def wrap(mode: str, net: Net) -> nn.Module:
         for m in (net.inp, net.out):
             fully_shard(m)
         return fully_shard(net)
-    if mode == "fsdp1":
-        from torch.distributed.fsdp import FullyShardedDataParallel
+    if mode == "hsdp2":  # fully_shard over a (replicate 2, shard world / 2) mesh: on 2 ranks, 2 whole replicas
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
 
-        return FullyShardedDataParallel(net, use_orig_params=True, device_id=torch.device("cpu"))
+        mesh = init_device_mesh("cpu", (2, dist.get_world_size() // 2), mesh_dim_names=("replicate", "shard"))
+        return fully_shard(net, mesh=mesh)
+    if mode.startswith("fsdp1"):
+        from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
+
+        options: dict = {"use_orig_params": True, "device_id": torch.device("cpu")}
+        if mode == "fsdp1-wrapped":  # a unit each for inp, norm and out, the attention in the root's unit
+            for name in ("inp", "norm", "out"):
+                setattr(net, name, FullyShardedDataParallel(getattr(net, name), **options))
+        elif mode == "fsdp1-flat":  # the modules' tensors are views of the unsharded FlatParameter
+            options["use_orig_params"] = False
+        elif mode == "fsdp1-noshard":
+            options["sharding_strategy"] = ShardingStrategy.NO_SHARD
+        elif mode == "fsdp1-hybrid":  # shards within groups of world / 2, replicated over the 2 groups
+            from torch.distributed.device_mesh import init_device_mesh
+
+            mesh = init_device_mesh("cpu", (2, dist.get_world_size() // 2))
+            options.update(sharding_strategy=ShardingStrategy.HYBRID_SHARD, device_mesh=mesh)
+        elif mode != "fsdp1":
+            raise SystemExit(f"unknown mode {mode}")
+        return FullyShardedDataParallel(net, **options)
     raise SystemExit(f"unknown mode {mode}")
 
 
 def full_state(mode: str, model: nn.Module) -> dict[str, torch.Tensor]:
-    if mode.startswith("fsdp"):
+    if "sdp" in mode:  # FSDP1, FSDP2, HSDP
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))  # collective
