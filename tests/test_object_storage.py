@@ -227,16 +227,24 @@ def test_bucket_cache_rereads_only_what_grew(s3, tmp_path):
                 assert again.stats.runs_from_cache == 1 and again.stats.bytes_read == 0
 
 
-@pytest.mark.parametrize("engine", ["ray", "dask"])
-def test_cluster_engines_give_the_local_engines_json(engine, population, tmp_path):
-    pytest.importorskip(engine if engine == "ray" else "distributed")
+def _compare_json(out_dir: Path, *args: str) -> dict:
+    out = cli("compare", *args, "--json", "--no-figures", "--no-tensorboard", "--no-cache", "--out", str(out_dir))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def both_roots(population, tmp_path_factory):
+    """The population on disk and in the bucket as two roots of one compare, and its local-engine JSON."""
     root, url, _ = population
-    outs = {}
-    for name, args in (("local", [str(root)]), (engine, [str(root), "--engine", engine, "--workers", "2"]),
-                       (f"{engine}-s3", [url, "--engine", engine, "--workers", "2"])):
-        out = cli("compare", *args, "--json", "--no-figures", "--no-tensorboard", "--no-cache",
-                  "--out", str(tmp_path / f"report-{name}"))
-        assert out.returncode == 0, out.stderr[-3000:]
-        outs[name] = json.loads(out.stdout)
-    _same_report(outs["local"], outs[engine])
-    _same_report(outs["local"], outs[f"{engine}-s3"])
+    return [str(root), url], _compare_json(tmp_path_factory.mktemp("local-engine"), str(root), url)
+
+
+@pytest.mark.parametrize("engine", ["ray", "dask"])
+def test_cluster_engines_give_the_local_engines_json(engine, both_roots, tmp_path):
+    """One local cluster of 2 workers per engine loads runs from disk and from the bucket."""
+    pytest.importorskip(engine if engine == "ray" else "distributed")
+    roots, local = both_roots
+    _same_report(local, _compare_json(tmp_path, *roots, "--engine", engine, "--workers", "2"))
+    remote = [n for n in local["runs"] if n.startswith("s3://")]
+    assert len(remote) * 2 == len(local["runs"]) > 0  # both copies of the population were compared
