@@ -151,6 +151,10 @@ def test_unusable_urls_fail_with_what_to_do(s3, tmp_path):
     assert out.returncode == 2 and "nosuchfs://" in out.stderr and "Traceback" not in out.stderr
     out = cli("compare", f"s3://{BUCKET}/pop-*-none", "--out", str(tmp_path / "r"))
     assert out.returncode == 2 and "matches no directory" in out.stderr
+    for args in (["compare", str(tmp_path), "--out", f"s3://{BUCKET}/report"],
+                 ["fit", str(tmp_path), "-o", f"s3://{BUCKET}/ref.ww"]):
+        out = cli(*args)  # the outputs are local: no folder named "s3:" appears
+        assert out.returncode == 2 and "is a URL" in out.stderr and not Path("s3:").exists()
 
 
 def test_discovery_on_the_bucket_follows_the_local_rules(s3, tmp_path):

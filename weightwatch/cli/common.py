@@ -54,6 +54,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def local_file(text: str) -> Path:
+    """A path on this machine: the reports and references are written and read locally (an
+    fsspec URL is refused here, where ``Path`` would quietly make a folder named ``s3:``)."""
+    from weightwatch.storage import protocol
+
+    if protocol(text) is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} is a URL; this option takes a path on this machine (runs may be "
+                                         "URLs, the output is written locally: copy it up afterwards)")
+    return Path(text)
+
+
 def add_load_options(p: argparse.ArgumentParser) -> None:
     """``--no-cache``, ``--workers`` and ``--engine``, for every command that loads runs."""
     p.add_argument("--no-cache", action="store_true",

@@ -8,7 +8,8 @@ import math
 import sys
 from pathlib import Path
 
-from .common import EXIT_NOTHING, EXIT_OK, EXIT_USAGE, add_load_options, expand_paths, fail, writable_dir
+from .common import EXIT_NOTHING, EXIT_OK, EXIT_USAGE, add_load_options, expand_paths, fail, local_file, \
+    writable_dir
 
 
 def thresholds(text: str) -> tuple[float, float]:
@@ -36,14 +37,14 @@ def add(sub: argparse._SubParsersAction) -> None:
                                     "accuracy, test_accuracy or acc, the first found)")
     p.add_argument("--thresholds", type=thresholds, metavar="A,B",
                    help="group boundaries on the metric instead of clustering: low < A <= mid < B <= high")
-    p.add_argument("--out", type=Path, default=Path("report"),
+    p.add_argument("--out", type=local_file, default=Path("report"),
                    help="where figures, index.html and the TensorBoard view go (default: ./report)")
     p.add_argument("--json", action="store_true", help="print the table, groups and test as JSON on stdout")
     p.add_argument("--no-figures", action="store_true", help="skip the figures (index.html still written)")
     p.add_argument("--no-tensorboard", action="store_true",
                    help="do not write the population's TensorBoard view (--out/weightwatch-population)")
     add_load_options(p)
-    p.add_argument("--reference", type=Path, help="also classify every run with this reference (weightwatch fit)")
+    p.add_argument("--reference", type=local_file, help="also classify every run with this reference (weightwatch fit)")
     p.set_defaults(func=run)
 
 

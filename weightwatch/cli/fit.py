@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .common import EXIT_NOTHING, EXIT_OK, EXIT_USAGE, add_load_options, expand_paths, fail, finite_float, \
-    positive_int, writable_dir
+    local_file, positive_int, writable_dir
 
 
 def fraction(text: str) -> float:
@@ -32,7 +32,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                                    "several directories or glob patterns; symbolic links followed) and print its "
                                    "cross-validated quality; see docs/classify.md.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="directories holding the labelled runs (any depth)")
-    p.add_argument("-o", "--output", type=Path, default=Path("reference.ww"), help="the reference file to write")
+    p.add_argument("-o", "--output", type=local_file, default=Path("reference.ww"), help="the reference file to write")
     p.add_argument("--metric", help="final-metric tag (default: val_accuracy, eval_accuracy, accuracy, "
                                     "test_accuracy, acc)")
     group = p.add_mutually_exclusive_group()
