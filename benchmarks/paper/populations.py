@@ -77,13 +77,13 @@ SCALES = {
                    widths={"dnn": WIDTHS["dnn"], "cnn": (5, 10, 20), "vit": VIT_HEADS},
                    note="what fitted in the time left when the 2-core machine was shared (load average 10-12): "
                         "a fraction of the default, on subsets of the images"),
-    "default": Scale("default", runs={"dnn": (200, 100), "cnn": (130, 70), "vit": (18, 12)},
+    "default": Scale("default", runs={"dnn": (100, 50), "cnn": (60, 40), "vit": (12, 8)},
                      epochs={"dnn": 3, "cnn": 1, "vit": 1},
-                     train_images={"dnn": None, "cnn": 30_000, "vit": 20_000},
-                     test_images={"dnn": None, "cnn": 10_000, "vit": 5_000}, keras_share=10,
+                     train_images={"dnn": None, "cnn": 20_000, "vit": 10_000},
+                     test_images={"dnn": None, "cnn": 10_000, "vit": 2_000}, keras_share=6,
                      widths={"dnn": WIDTHS["dnn"], "cnn": (5, 10, 20), "vit": VIT_HEADS},
-                     note="sized for about an hour on a 2-core CPU (the CNN and ViT cost 20-100x the DNN per "
-                          "image, so they see a subset and one epoch)"),
+                     note="sized for about 20 minutes on an idle 2-core CPU, under an hour on a shared one (the "
+                          "CNN and ViT cost 20-100x the DNN per image, so they see a subset and one epoch)"),
     "paper": Scale("paper", runs={"dnn": (700, 300), "cnn": (700, 300), "vit": (120, 60)},
                    epochs={"dnn": 20, "cnn": 20, "vit": 20},
                    train_images={"dnn": None, "cnn": None, "vit": None},
