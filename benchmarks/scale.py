@@ -248,7 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         root, writes[size] = population(args.dir, size, args.epochs, args.layers, args.width, args.write_max)
         for config in (args.big_configs or args.configs) if size > 10_000 else args.configs:
-            row = {"size": size, **run_measure(root, config)}
+            try:
+                row = {"size": size, **run_measure(root, config)}
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:  # one config failing keeps the others' rows
+                print(f"{size:>7} runs  {config:<7} not measured: {str(exc)[-300:]}", flush=True)
+                continue
             rows.append(row)
             print(f"{size:>7} runs  {config:<7} {row['seconds']:7.1f} s  start {row['startup_s']:5.1f} s  "
                   f"peak {row['peak_rss'] / 2**30:.2f} GiB", flush=True)
