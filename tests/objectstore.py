@@ -52,7 +52,11 @@ def s3_server() -> Iterator[str]:
             else:
                 os.environ[name] = value
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a server stuck in a request: do not leave it behind
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def s3fs_client():
