@@ -26,7 +26,7 @@ _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 PACKAGES = {
     "s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"),
     "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"), "abfss": ("adlfs", "azure"),
-    "hdfs": ("pyarrow", "hdfs"),
+    "hdfs": ("pyarrow", None),  # no extra of ours: pip install pyarrow
 }
 
 
@@ -74,7 +74,7 @@ def filesystem(url: str) -> tuple[Any, str]:
     try:
         fs, path = fsspec.core.url_to_fs(url)
     except ImportError as exc:
-        hint = f"pip install 'weightwatch[{extra}]'" if extra else f"install the fsspec package for {proto}://"
+        hint = f"pip install 'weightwatch[{extra}]'" if extra else f"pip install {package or 'the fsspec package for ' + proto + '://'}"
         raise ImportError(f"{url!r}: the {proto}:// file system needs {package or 'a package'} "
                           f"that is not installed; {hint}") from exc
     except ValueError as exc:
