@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -65,10 +66,11 @@ def tensorboard(logdir: Path, *extra: str, ready: Callable[[str], bool] = _has_r
     """A real ``tensorboard`` serving ``logdir`` on 127.0.0.1; yields its base URL once
     ``ready(base)`` (default: it lists a run)."""
     port = free_port()
+    log = tempfile.TemporaryFile()  # not a pipe: one nobody reads fills up and blocks the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
          "--port", str(port), "--reload_interval", "1", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -80,12 +82,18 @@ def tensorboard(logdir: Path, *extra: str, ready: Callable[[str], bool] = _has_r
             except (urllib.error.URLError, ConnectionError):
                 pass
             if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"tensorboard did not come up: {proc.stderr.read().decode()[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"tensorboard did not come up: {log.read().decode()[-2000:]}")
             time.sleep(0.5)
         yield base
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,8 +28,11 @@ ENV_NAMES = ("AWS_ENDPOINT_URL", "S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET
 def s3_server() -> Iterator[str]:
     """Yields the endpoint URL of a running moto server; the S3 environment points at it meanwhile."""
     port = free_port()
+    # its request log goes to a file: a pipe nobody reads fills after a few hundred requests and
+    # then blocks the server in the middle of one (every client after it times out)
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
     saved = {name: os.environ.get(name) for name in ENV_NAMES}
     os.environ.update(AWS_ENDPOINT_URL=endpoint, S3_ENDPOINT=endpoint, AWS_ACCESS_KEY_ID="testing",
@@ -42,7 +46,8 @@ def s3_server() -> Iterator[str]:
                 break
             except (urllib.error.URLError, ConnectionError):
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"moto server did not come up: {proc.stderr.read().decode()[-2000:]}")
+                    log.seek(0)
+                    raise RuntimeError(f"moto server did not come up: {log.read().decode()[-2000:]}")
                 time.sleep(0.2)
         yield endpoint
     finally:
@@ -57,6 +62,7 @@ def s3_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:  # a server stuck in a request: do not leave it behind
             proc.kill()
             proc.wait(timeout=30)
+        log.close()
 
 
 def s3fs_client():

@@ -247,6 +247,7 @@ def test_a_real_tensorboard_serves_the_population(full_report):
     embedding (TensorBoard's projector reads a plain --logdir only)."""
     import shlex
     import socket
+    import tempfile
     import time
     import urllib.error
     import urllib.parse
@@ -265,9 +266,10 @@ def test_a_real_tensorboard_serves_the_population(full_report):
                 return resp.read()
 
         assert command[0] == "tensorboard"
+        log = tempfile.TemporaryFile()  # not a pipe: one nobody reads fills up and blocks the server
         proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", *command[1:], "--host", "127.0.0.1",
                                  "--port", str(port), "--reload_interval", "1"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 90
         while True:
             try:
@@ -277,7 +279,8 @@ def test_a_real_tensorboard_serves_the_population(full_report):
                 pass
             if proc.poll() is not None or time.time() > deadline:
                 proc.terminate()
-                raise RuntimeError(f"tensorboard did not come up: {proc.stderr.read().decode()[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"tensorboard did not come up: {log.read().decode()[-2000:]}")
             time.sleep(1)
 
     run = "compare/weightwatch-population"
