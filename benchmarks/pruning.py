@@ -17,22 +17,32 @@ val_accuracy: the share of them that trained to the end) and the best final
 val_accuracy among the trials that finished, means over the orders.
 
     python benchmarks/pruning.py [--root runs/bench-digits] [--orders 5]
+
+Populations logged elsewhere (the Fashion-MNIST populations of benchmarks/paper)
+replay the same way with ``--populations NAME=DIR ...``: each DIR's runs are
+shuffled with a fixed seed and split ``--fit-share`` for the references, the
+rest held out, and the table goes under its own heading:
+
+    python benchmarks/pruning.py --populations "DNN mixed=runs/paper/default/runs/dnn/mixed" \
+        "DNN seeds=runs/paper/default/runs/dnn/seeds" --title "Pruning replay, Fashion-MNIST (benchmarks/pruning.py)"
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import verdict  # noqa: E402  (the populations, the split and the references)
-from _results import update_section  # noqa: E402
+from _results import RESULTS, update_section  # noqa: E402
 
-from weightwatch.analysis import Reference, Score, fit  # noqa: E402
+from weightwatch.analysis import Reference, Score, fit, load_runs  # noqa: E402
 
 TITLE = "Pruning replay, digits (benchmarks/pruning.py)"
 PLOT = Path(__file__).with_name("pruning.png")
@@ -120,7 +130,7 @@ def measure(acc: np.ndarray, ps: dict[str, np.ndarray], orders: int) -> dict[str
     return out
 
 
-def plot(results: dict[str, dict], path: Path) -> None:
+def plot(results: dict[str, dict], path: Path, titles: dict[str, str]) -> None:
     import matplotlib
 
     matplotlib.use("agg")
@@ -134,12 +144,39 @@ def plot(results: dict[str, dict], path: Path) -> None:
             short = name.replace("Pruner", "").replace("weightwatch ", "ww ").replace("no pruning", "none")
             ax.annotate(short, (r["epochs"], r["recall"]), fontsize=6, rotation=20,
                         xytext=(3, 2), textcoords="offset points")
-        ax.set_title(f"{kind}: {verdict.DESCRIPTION[kind].split(': ')[1].split(',')[0]}", fontsize=9)
+        ax.set_title(titles[kind], fontsize=9)
         ax.set_xlabel("epochs trained in total")
         ax.set_ylabel("recall of the true top-10% runs")
         ax.set_ylim(-0.05, 1.1)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+
+
+def logged_population(path: Path, fit_share: float) -> tuple[list, list]:
+    """(fit runs, held-out runs) of a population already logged under ``path``, split after a seeded shuffle
+    (run names may encode the configuration, so name order would put whole configurations on one side)."""
+    runs = sorted(load_runs(path, progress=False).runs, key=lambda r: r.name)
+    usable = [r for r in runs if "val_accuracy" in r.scalars]
+    if len(usable) < 10:
+        raise SystemExit(f"{path}: {len(usable)} runs with val_accuracy; the replay needs at least 10")
+    order = np.random.default_rng(0).permutation(len(usable))
+    cut = int(round(fit_share * len(usable)))
+    return [usable[i] for i in order[:cut]], [usable[i] for i in order[cut:]]
+
+
+def replay_population(train: list, test: list, cache: Path | None, orders: int) -> tuple[dict, tuple[int, int]]:
+    """The pruners' results on ``test`` with references fitted on ``train``: reused from ``cache`` (a path
+    stem) when saved there before, else fitted (and saved there); ``cache`` None fits every time."""
+    ps = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for labels, top in LABELS.items():
+            stem = cache or Path(scratch) / "reference"
+            path = stem.with_name(stem.name + (".ww" if top == 0.5 else f"-top{int(top * 100)}.ww"))
+            if not path.exists():
+                fit(train, metric="val_accuracy", top=top).reference.save(path)
+            acc, ps[labels] = curves(test, Reference.load(path))
+    return measure(acc, ps, orders), acc.shape
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,39 +186,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit-runs", type=int, default=60)
     parser.add_argument("--orders", type=int, default=5)
     parser.add_argument("--kinds", nargs="+", default=list(verdict.pd.KINDS), choices=verdict.pd.KINDS)
+    parser.add_argument("--populations", nargs="+", metavar="NAME=DIR",
+                        help="replay populations logged under DIR instead of the digits ones")
+    parser.add_argument("--fit-share", type=float, default=0.6, help="share of a --populations DIR for the fit")
+    parser.add_argument("--title", default=TITLE, help="the RESULTS.md section to write")
+    parser.add_argument("--plot", type=Path, default=PLOT)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the results file to write the section in")
     parser.add_argument("--no-write", action="store_true", help="print, do not update RESULTS.md")
     args = parser.parse_args(argv)
     command = "python benchmarks/pruning.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-    results, sizes = {}, {}
-    for kind in args.kinds:
-        runs = verdict.population(args.root, kind, args.runs)
-        train, test = runs[:args.fit_runs], runs[args.fit_runs:]
-        ps = {}
-        for labels, top in LABELS.items():
-            path = args.root / (f"{kind}.ww" if top == 0.5 else f"{kind}-top{int(top * 100)}.ww")
-            if not path.exists():
-                fit(train, metric="val_accuracy", top=top).reference.save(path)
-            acc, ps[labels] = curves(test, Reference.load(path))
-        results[kind] = measure(acc, ps, args.orders)
-        sizes[kind] = acc.shape
-    lines = [f"Command: `{command}` (after benchmarks/verdict.py, whose references it uses). Each population's "
+    results, sizes, described, titles = {}, {}, {}, {}
+    if args.populations:
+        for item in args.populations:
+            name, sep, where = item.partition("=")
+            if not sep:
+                parser.error(f"--populations takes NAME=DIR, got {item!r}")
+            train, test = logged_population(Path(where), args.fit_share)
+            results[name], sizes[name] = replay_population(train, test, None, args.orders)
+            described[name] = f"{name} (`{where}`, {len(train)} runs for the references)"
+            titles[name] = name
+        source = "each population's runs shuffled (seed 0) and split, the references fitted on the first part"
+    else:
+        for kind in args.kinds:
+            runs = verdict.population(args.root, kind, args.runs)
+            train, test = runs[:args.fit_runs], runs[args.fit_runs:]
+            results[kind], sizes[kind] = replay_population(train, test, args.root / kind, args.orders)
+            described[kind] = verdict.DESCRIPTION[kind]
+            titles[kind] = f"{kind}: {described[kind].split(': ')[1].split(',')[0]}"
+        source = "after benchmarks/verdict.py, whose references it uses"
+    lines = [f"Command: `{command}` ({source}). Each population's "
              f"held-out runs replayed as Optuna trials in {args.orders} random orders (means shown); the reference "
              "saw none of them. Recall: share of the true top-10% runs (by final val_accuracy) trained to the end; "
-             "best kept: best final val_accuracy among the finished trials. Plot: benchmarks/pruning.png.", ""]
+             "best kept: best final val_accuracy among the finished trials.", ""]
     for kind, rows in results.items():
         n, epochs = sizes[kind]
-        lines += [f"**{verdict.DESCRIPTION[kind]}**: {n} runs x {epochs} epochs ({n * epochs} epochs unpruned), "
+        lines += [f"**{described[kind]}**: {n} runs x {epochs} epochs ({n * epochs} epochs unpruned), "
                   f"top-10%: {max(1, math.ceil(0.1 * n))} runs.", "",
                   "| pruner | epochs trained | top-10% recall | best final val_accuracy kept | trials finished |",
                   "|---|---|---|---|---|"]
         for name, r in rows.items():
             lines.append(f"| {name} | {r['epochs']:.1f} | {r['recall']:.2f} | {r['best']:.4f} | {r['finished']:.1f} |")
         lines.append("")
+    figure = os.path.relpath(args.plot.resolve(), args.results.resolve().parent)
+    lines += [f"![epochs trained against top-10% recall per pruner]({Path(figure).as_posix()})", ""]
     text = "\n".join(lines)
     print(text)
-    plot(results, PLOT)
+    plot(results, args.plot, titles)
     if not args.no_write:
-        update_section(TITLE, text)
+        update_section(args.title, text, args.results)
     return 0
 
 

@@ -361,3 +361,37 @@ def test_optuna_study_example_end_to_end(tmp_path):
             assert t["state"] == "PRUNED" and t["epochs"] == below[0] + 1
         elif t["state"] == "COMPLETE":
             assert t["epochs"] == epochs
+
+
+@pytest.mark.slow
+def test_replay_of_a_logged_population_writes_its_section(tmp_path_factory, tmp_path):
+    """benchmarks/pruning.py --populations on runs logged elsewhere: a disjoint seeded split, every held-out
+    run replayed (unpruned: all its epochs; pruned: fewer), and the table written under its own heading."""
+    pytest.importorskip("optuna")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import pruning
+
+    root, truth = populations.shared_population(tmp_path_factory)
+    train, test = pruning.logged_population(root, 0.6)
+    names = [r.name for r in train + test]
+    assert len(train) == 12 and sorted(names) == sorted(truth) and len(set(names)) == len(names)
+    assert [r.name for r in train] != sorted(r.name for r in train)  # shuffled, not name order
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# results\n\n## Other\n\nkept\n")
+    assert pruning.main(["--populations", f"digits={root}", "--orders", "2", "--results", str(results),
+                         "--title", "Pruning replay", "--plot", str(tmp_path / "figures" / "pruning.png")]) == 0
+    text = results.read_text()
+    assert "## Other\n\nkept" in text and (tmp_path / "figures" / "pruning.png").exists()
+    assert "](figures/pruning.png)" in text
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| pruner")}
+    epochs = len(test) * 3  # every held-out run, all 3 epochs
+    assert float(rows["no pruning"][0]) == epochs and float(rows["no pruning"][1]) == 1.0
+    assert float(rows["no pruning"][3].strip(" |")) == len(test)
+    for name, (trained, recall, best, finished) in rows.items():
+        assert len(test) <= float(trained) <= epochs and 0.0 <= float(recall) <= 1.0, name
+        assert float(finished.strip(" |")) <= len(test), name
+    best_final = max(truth[r.name].val_accuracy for r in test)
+    assert float(rows["no pruning"][2]) == pytest.approx(best_final, abs=1e-4)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .models import FAMILIES
 from .populations import SEED_INIT_STD, STD_RANGE, Scale
-from .report import FAMILY_TITLE, PRUNING, _f, dispersion, fit_table, shrink_png, table2
+from .report import FAMILY_TITLE, _f, dispersion, fit_table, shrink_png, table2
 
 FIGURE_KINDS = [  # (file prefix, the paper's figure, which claims speak to it)
     ("convergence", "Fig. 1: convergence", ()),
@@ -155,10 +155,7 @@ def write_results(analysis: dict, scale: Scale, path: Path, command: str) -> Pat
         for kind, title in (("all", "all runs"), ("seeds", "seed-only runs")):
             entry = analysis["fits"][f"{family}/{kind}"]
             md += [f"### {FAMILY_TITLE[family]}, {title}", "", f"`{entry['command']}`", "", fit_table(entry), ""]
-    md += ["## Pruning replay", ""]
-    md += (["benchmarks/pruning.py exists: run it on these populations (`OUT/runs/<family>`)."] if PRUNING.exists()
-           else ["Pending: the pruning replay comes with benchmarks/pruning.py (the verdict issue), which does "
-                 "not exist yet in this tree."])
+    md += ["## Pruning replay", "", pruning_placeholder(analysis), ""]
     md += ["", "## Headline", ""]
     for family, h in heads.items():
         md.append(f"- {FAMILY_TITLE[family]}: high-group median held-out accuracy {_f(h['high_median'])}; "
@@ -166,6 +163,12 @@ def write_results(analysis: dict, scale: Scale, path: Path, command: str) -> Pat
                   f"fit AUC at the last step {_f(h['auc_last'])}.")
     path.write_text("\n".join(md).rstrip() + "\n")
     return path
+
+
+def pruning_placeholder(analysis: dict) -> str:
+    """What stands under "Pruning replay" until benchmarks/pruning.py (run by run.py next) writes its table."""
+    return ("benchmarks/pruning.py replays the populations trained for more than one epoch "
+            f"(`{analysis.get('pruning_command', 'not run')}`); its table replaces this line.")
 
 
 SCALES_NOTE = ("1000 runs x 20 epochs per DNN and CNN (700 mixed + 300 seed-only), 30 runs per ViT nhead value "

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -93,10 +94,40 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     analysis = analyse(out, done)
     analysis["analysis_seconds"] = round(time.perf_counter() - t0, 1)
+    replay, skipped = pruning_command(out, done, results)
+    analysis["pruning_command"] = " ".join(replay) if replay else "not run: " + "; ".join(skipped)
     path = write_results(analysis, SCALES[args.scale], results, command=" ".join(
         ["python -m benchmarks.paper", f"--scale {args.scale}", f"--out {args.out}"]))
+    if replay:  # writes its table under "Pruning replay" of the results just written
+        subprocess.run([sys.executable, *replay[1:]], check=True, cwd=HERE.parents[1])
     print(f"wrote {path}")
     return 0
+
+
+#: a population needs this many runs to split into references and held-out trials
+PRUNING_MIN_RUNS = 20
+
+
+def pruning_command(out: Path, done: dict, results: Path) -> tuple[list[str] | None, list[str]]:
+    """benchmarks/pruning.py's command for every population trained for 2+ epochs with enough runs,
+    and why the others are not replayed (a pruner needs an epoch to decide before the last)."""
+    chosen, skipped = [], []
+    for family, info in done["families"].items():
+        for population in ("mixed", "seeds"):
+            where = out / "runs" / family / population
+            runs = info.get(population, 0)
+            if info["epochs"] < 2 or runs < PRUNING_MIN_RUNS:
+                skipped.append(f"{family} {population} ({runs} runs x {info['epochs']} epoch(s))")
+            elif where.is_dir():
+                chosen.append(f"{FAMILIES_SHORT[family]} {population}={where}")
+    if not chosen:
+        return None, skipped
+    plot = results.parent / "figures" / "pruning.png"
+    return (["python", "benchmarks/pruning.py", "--populations", *chosen, "--results", str(results),
+             "--title", "Pruning replay", "--plot", str(plot)], skipped)
+
+
+FAMILIES_SHORT = {"dnn": "DNN", "cnn": "CNN", "vit": "ViT"}
 
 
 if __name__ == "__main__":
