@@ -1,5 +1,5 @@
 """``python -m weightwatch``: the same as the ``weightwatch`` command."""
 
-from weightwatch.cli import main
+from weightwatch.cli import run
 
-raise SystemExit(main())
+run()

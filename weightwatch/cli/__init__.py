@@ -61,5 +61,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NOTHING
 
 
+def run() -> None:
+    """The ``weightwatch`` command and ``python -m weightwatch``: :func:`main`, then exit with its code.
+
+    After Ctrl-C the exit is immediate, with 130: the output was already cleaned up on the way
+    out of the command, and CPython would otherwise re-raise SIGINT at exit once an interrupt
+    passed through some library code, even one the command caught (a status that is 130 in a
+    shell, but -2 to ``subprocess``, unpredictably).
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()
