@@ -156,7 +156,7 @@ def test_percentile_and_vector_helpers_against_numpy():
     fc = LayerInfo("fc", "linear", "output", (7, 20))
     w = RNG.normal(size=(7, 20))
     flow = order_flow([conv, fc])
-    sums = {"fc": consumer_input_sums(fc, LayerTensors(w), None)}
+    sums = {"fc": consumer_input_sums(fc, w.sum(axis=0), None)}  # the fc's column sums
     np.testing.assert_allclose(outgoing_terms(flow, conv, sums, {}, False), w.sum(axis=0))
 
 
