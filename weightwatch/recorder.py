@@ -232,7 +232,8 @@ class Recorder:
         names = [self.layers[i].name for i in present]
         # unwatched consumers (and norms) go through the same fused pass: only their column sums are
         # kept, but their kernels too are read once, and from a device cross in the one transfer
-        extra = [name for name in wanted if name not in names and name in context and name in self.context]
+        watched = set(names)
+        extra = [name for name in wanted if name not in watched and name in context and name in self.context]
         jobs = [_job(self.layers[i], tensors[i], wanted.get(name), self._sketch_at[i])
                 for i, name in zip(present, names)]
         jobs += [_job(self.context[name], LayerTensors(context[name].kernel), wanted[name]) for name in extra]
@@ -249,7 +250,8 @@ class Recorder:
     def _columns_wanted(self, present: Sequence[LayerInfo]) -> dict[str, tuple[int, int]]:
         """The layers whose column sums the outgoing terms of ``present`` read, each with its
         ``(input_units, col_groups)`` (:func:`weightwatch.flow.column_request`): the consumers of
-        every present layer with nodes, and the norms on the way when their scale is folded."""
+        every present layer with nodes, and the norms on the way when their scale is folded. In name
+        order: the extra jobs they make come in the same order on every rank of a sharded run."""
         infos = {**self.context, **{layer.name: layer for layer in self.layers}}
         names: set[str] = set()
         for layer in present:
@@ -257,7 +259,8 @@ class Recorder:
                 for edge in self.flow.consumers(layer.name):
                     names.add(edge.consumer)
                     names.update(n for n, _ in edge.norms if self.fold_norm_scale)
-        return {name: column_request(infos[name], self.flow.geometry.get(name)) for name in names if name in infos}
+        return {name: column_request(infos[name], self.flow.geometry.get(name))
+                for name in sorted(names) if name in infos}
 
     def _outgoing(self, tensors: Sequence[LayerTensors | None], columns: Mapping[str, Any]) -> dict[int, Any]:
         """Each watched layer's outgoing term, from the column sums of its consumers' kernels.
