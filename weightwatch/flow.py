@@ -219,7 +219,8 @@ def conv_input_sums(sums: np.ndarray, geometry: ConvGeometry | None) -> np.ndarr
     letters = string.ascii_lowercase
     k_axes, s_axes = letters[:n], letters[n:2 * n]
     spec = "z" + k_axes + "," + ",".join(k + s for k, s in zip(k_axes, s_axes)) + "->z" + s_axes
-    return np.einsum(spec, sums, *(_hits(sums.shape[1 + a], geometry, a) for a in range(n)))
+    # optimize: one axis at a time (C_in * k * S per axis), not every (k, S) combination at once
+    return np.einsum(spec, sums, *(_hits(sums.shape[1 + a], geometry, a) for a in range(n)), optimize=True)
 
 
 def outgoing_terms(flow: Flow, producer: LayerInfo, sums: Mapping[str, np.ndarray],
