@@ -83,8 +83,17 @@ def make_model(name: str) -> torch.nn.Module:
     return getattr(torchvision.models, name)(weights=None).eval()
 
 
-def weightwatch_log(model: torch.nn.Module, log_dir: Path) -> tuple[Callable[[int], None], Callable[[], None]]:
-    ww = WeightWatch(model, log_dir)
+def example_input(name: str) -> torch.Tensor:
+    """One input batch of ``make_model(name)``, to trace its data flow with."""
+    return torch.zeros(1, 1, 28, 28) if name == "dnn" else torch.zeros(1, 3, 224, 224)
+
+
+def weightwatch_log(model: torch.nn.Module, log_dir: Path, watch: type = WeightWatch,
+                    example: torch.Tensor | None = None) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """``(log(step), close)`` for one weightwatch run. ``watch``: the WeightWatch class (of another
+    version of the package, in benchmarks/before_after.py); ``example``: a batch to trace the data
+    flow with (None: untraced, the complex-network strengths without outgoing terms)."""
+    ww = watch(model, log_dir, example_input=example)
 
     def log(step: int) -> None:
         ww.log(step)
@@ -154,11 +163,15 @@ def peers() -> dict[str, Callable]:
 
 
 def median_times(methods: dict[str, Callable[[int], None]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each method, called in turn at each step; the turn starts one
+    method later each step, so none always runs first (right after another's call, or not)."""
     times: dict[str, list[float]] = {k: [] for k in methods}
+    names = list(methods)
     for step in range(1, repeats + 1):
-        for name, log in methods.items():
+        shift = step % len(names)
+        for name in names[shift:] + names[:shift]:
             t0 = time.perf_counter()
-            log(step)
+            methods[name](step)
             times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(ts) for name, ts in times.items()}
 

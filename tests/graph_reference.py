@@ -36,9 +36,10 @@ class Unrolled:
                 self.g.add_edge(src, (consumer, j), weight=w)
 
     def conv(self, sources: np.ndarray, consumer: str, weight: np.ndarray, stride: int, padding: int,
-             dilation: int = 1, out: tuple[int, int] | None = None) -> tuple[int, int]:
+             dilation: int = 1, out: tuple[int, int] | None = None, groups: int = 1) -> tuple[int, int]:
         """sources: (C_in, H, W) object array of nodes; brute-force 2-D convolution, ``padding`` zero rows
-        before (and, unless ``out`` says otherwise, after); returns (OH, OW)."""
+        before (and, unless ``out`` says otherwise, after); ``weight`` (C_out, C_in / groups, kh, kw):
+        output channel o reads the input channels of its group, o // (C_out / groups); returns (OH, OW)."""
         weight = np_of(weight)
         c_out, c_in, kh, kw = weight.shape
         _, h, w = sources.shape
@@ -48,7 +49,8 @@ class Unrolled:
                                                   range(kw)):
             yy, xx = y * stride - padding + i * dilation, x * stride - padding + j * dilation
             if 0 <= yy < h and 0 <= xx < w:
-                self.g.add_edge(sources[c, yy, xx], (consumer, o, y, x), weight=weight[o, c, i, j])
+                source = sources[o // (c_out // groups) * c_in + c, yy, xx]
+                self.g.add_edge(source, (consumer, o, y, x), weight=weight[o, c, i, j])
         return oh, ow
 
     def out_term(self, node) -> float:

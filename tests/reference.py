@@ -64,3 +64,27 @@ def cnt_units(w_prev: np.ndarray, b_prev: np.ndarray | None, w_next: np.ndarray 
 def cnt_strength(w_prev: np.ndarray, b_prev: np.ndarray | None, w_next: np.ndarray | None) -> np.ndarray:
     """Per node: the mean over its positions of :func:`cnt_units` (one position for a linear layer)."""
     return cnt_units(w_prev, b_prev, w_next).mean(axis=1)
+
+
+def on_simulated_ranks(ranks: int, work):
+    """``[work(r, all_reduce) for r in range(ranks)]``, each rank on its own thread, sharing one
+    ``all_reduce(vector, op)`` (``"sum"`` or ``"min"``) as weightwatch.distributed expects it."""
+    import threading
+
+    barrier, inbox, results = threading.Barrier(ranks), [None] * ranks, [None] * ranks
+
+    def rank(r):
+        def all_reduce(vector, op):
+            inbox[r] = vector
+            barrier.wait()
+            out = np.sum(inbox, axis=0) if op == "sum" else np.min(inbox, axis=0)
+            barrier.wait()
+            return out
+        results[r] = work(r, all_reduce)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(ranks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results

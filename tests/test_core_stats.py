@@ -156,7 +156,7 @@ def test_percentile_and_vector_helpers_against_numpy():
     fc = LayerInfo("fc", "linear", "output", (7, 20))
     w = RNG.normal(size=(7, 20))
     flow = order_flow([conv, fc])
-    sums = {"fc": consumer_input_sums(fc, LayerTensors(w), None)}
+    sums = {"fc": consumer_input_sums(fc, w.sum(axis=0), None)}  # the fc's column sums
     np.testing.assert_allclose(outgoing_terms(flow, conv, sums, {}, False), w.sum(axis=0))
 
 
@@ -199,8 +199,6 @@ def test_the_core_imports_no_framework(tmp_path):
 def test_sharded_reductions_equal_the_whole_kernel():
     """weightwatch.distributed on 3 simulated ranks (threads sharing an all-reduce): each holds an
     uneven flat run of a conv kernel, rows split between ranks; the result equals the CPU kernels'."""
-    import threading
-
     from weightwatch.distributed import ShardPiece, reduce_sharded
     from weightwatch.ops import KernelJob
 
@@ -210,25 +208,13 @@ def test_sharded_reductions_equal_the_whole_kernel():
     sample = np.array([0, 5, 40, 83])
     cuts = [0, 13, 50, w.size]  # rank r holds flat entries cuts[r] .. cuts[r + 1] - 1
     bias_cuts = [0, 2, 2, 7]  # rank 1 holds no bias entry at all
-    ranks = len(cuts) - 1
-    barrier, inbox, results = threading.Barrier(ranks), [None] * ranks, [None] * ranks
 
-    def rank(r):
-        def all_reduce(vector, op):
-            inbox[r] = vector
-            barrier.wait()
-            out = np.sum(inbox, axis=0) if op == "sum" else np.min(inbox, axis=0)
-            barrier.wait()
-            return out
+    def rank(r, all_reduce):
         piece = ShardPiece(w.reshape(-1)[cuts[r]:cuts[r + 1]], cuts[r], w.size)
         b = ShardPiece(bias[bias_cuts[r]:bias_cuts[r + 1]], bias_cuts[r], bias.size)
-        results[r] = reduce_sharded([KernelJob(piece, 7, 3, b, sample)], 16, all_reduce)[0]
+        return reduce_sharded([KernelJob(piece, 7, 3, b, sample)], 16, all_reduce)[0]
 
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(ranks)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    results = ref.on_simulated_ranks(len(cuts) - 1, rank)
     want = reduce_kernel(w, nodes=7, bins=16, input_units=3)
     for got in results:
         assert (got.count, got.nonfinite, got.min, got.max) == (want.count, want.nonfinite, want.min, want.max)

@@ -9,7 +9,7 @@ weight tensor:
    (the maxima negated), so every rank bins over the same edges;
 2. per layer the counts, sum, sum of squares, exact histogram counts, the
    signed and absolute sums of every node's (row's) incoming weights, the
-   column sums, the bias and the sketch entries each rank holds (zeros where
+   column sums (the consumers' outgoing weights), the bias and the sketch entries each rank holds (zeros where
    it holds none), packed into one float64 vector and summed by one ``sum``
    all-reduce. A row split across ranks gets each rank's part of its sums.
 
@@ -81,7 +81,10 @@ def _dense(piece: ShardPiece | None, positions: np.ndarray | None = None) -> np.
 def _local_sums(job: KernelJob, v: np.ndarray, lo: float, hi: float, bins: int) -> tuple[np.ndarray, float, float]:
     """This rank's part of one layer's sums, packed as float64:
     [count, nonfinite, total, total_sq, counts (bins,), row_sum (nodes,), row_abs (nodes,),
-    col_sum (input_units,), sample (len(job.sample),), bias (nodes,) or nothing]."""
+    col_sum (job.cols,), sample (len(job.sample),), bias (nodes,) or nothing].
+
+    A row (or a column-sum row block) split across ranks gets each rank's part of its
+    sums, and the ``sum`` all-reduce adds them up: column sums as row sums."""
     piece: ShardPiece = job.kernel
     nodes = max(job.nodes, 1)
     fan_in = piece.size // nodes if piece.size else 1
@@ -95,9 +98,10 @@ def _local_sums(job: KernelJob, v: np.ndarray, lo: float, hi: float, bins: int) 
     rows = pos // fan_in
     parts = [np.array([x.size, v.size - x.size, x64.sum(), np.dot(x64, x64)]), counts.astype(np.float64),
              np.bincount(rows, weights=x64, minlength=nodes), np.bincount(rows, weights=np.abs(x64), minlength=nodes)]
-    if job.input_units > 0:
-        unit = (pos % fan_in) // (fan_in // job.input_units)
-        parts.append(np.bincount(unit, weights=x64, minlength=job.input_units))
+    if job.cols:  # unit index block-major: (row block, input unit of the column)
+        block = rows // (nodes // job.col_groups)
+        unit = block * job.input_units + (pos % fan_in) // (fan_in // job.input_units)
+        parts.append(np.bincount(unit, weights=x64, minlength=job.cols))
     if job.sample is not None:
         parts.append(_dense(piece, job.sample))
     if job.bias is not None:
@@ -132,7 +136,7 @@ def reduce_sharded(jobs: Sequence[KernelJob], bins: int, all_reduce: AllReduce) 
     out, at = [], 0
     for job, (lo, hi, rlo, rhi) in zip(jobs, ranges):
         nodes = max(job.nodes, 1)
-        sizes = [4, bins, nodes, nodes, job.input_units, 0 if job.sample is None else job.sample.size,
+        sizes = [4, bins, nodes, nodes, job.cols, 0 if job.sample is None else job.sample.size,
                  0 if job.bias is None else job.bias.size]
         chunks = np.split(total[at:at + sum(sizes)], np.cumsum(sizes)[:-1])
         at += sum(sizes)
@@ -142,7 +146,7 @@ def reduce_sharded(jobs: Sequence[KernelJob], bins: int, all_reduce: AllReduce) 
             count=int(head[0]), nonfinite=int(head[1]), total=float(head[2]), total_sq=float(head[3]),
             min=lo if finite else math.nan, max=hi if finite else math.nan,
             edges=bin_edges(rlo, rhi, bins), counts=np.rint(counts).astype(np.int64),
-            row_sum=row_sum, row_abs=row_abs, col_sum=cols if job.input_units > 0 else None,
+            row_sum=row_sum, row_abs=row_abs, col_sum=cols if job.cols else None,
             bias=bias if job.bias is not None else None,
             sample=sample.astype(np.float32) if job.sample is not None else None,
         ))

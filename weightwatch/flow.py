@@ -33,11 +33,9 @@ import string
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
 import numpy as np
 
-from .layers import LayerInfo, LayerTensors
+from .layers import LayerInfo
 
 
 @dataclass(frozen=True)
@@ -159,37 +157,38 @@ def warn_lost(model: str, flow: Flow) -> Flow:
 
 
 # -- the weights leaving each input unit of a consumer ----------------------------------------
-def _host(x: Any) -> np.ndarray:
-    from .ops import to_numpy  # ops imports no flow: no cycle
-
-    return np.asarray(to_numpy(x), dtype=np.float64)
-
-
-def host_vector(x: Any) -> np.ndarray:
-    """A small array (a norm's scale vector) as a flat float64 numpy array."""
-    return _host(x).reshape(-1)
+def kernel_rows(info: LayerInfo) -> int:
+    """Rows of the (rows, fan_in) view every reduction takes of the layer's kernel:
+    its leading dimension, 1 for a vector (a norm's scale)."""
+    return info.shape[0] if len(info.shape) > 1 else 1
 
 
-def kernel_input_sums(kernel: Any, kind: str, groups: int = 1) -> np.ndarray:
-    """Signed sum over a kernel's output units, per input unit and kernel offset.
+def column_request(info: LayerInfo, geometry: ConvGeometry | None) -> tuple[int, int]:
+    """``(input_units, col_groups)`` to ask of the layer's reduction (:class:`weightwatch.ops.KernelJob`)
+    so that its ``col_sum`` holds what :func:`consumer_input_sums` reads: one signed sum per column of
+    the (rows, fan_in) view, per channel group for a grouped convolution (each group's output
+    channels read only that group's input channels)."""
+    groups = geometry.groups if info.kind == "conv" and geometry is not None else 1
+    return info.size // kernel_rows(info), groups
+
+
+def consumer_input_sums(info: LayerInfo, col_sum: np.ndarray, geometry: ConvGeometry | None) -> np.ndarray:
+    """The signed outgoing weight of each input unit of ``info``, shaped like its edges' ``units``.
 
     Args:
-        kernel: (out, in) for a linear layer, (C_out, C_in / groups, *k) for a conv,
-            any array type with ``reshape`` and ``sum`` (summed where it lives).
+        col_sum: the layer's ``RawLayer.col_sum`` as :func:`column_request` asks for it:
+            (fan_in,) for a linear layer ((in,); non-finite weights left out, as in every
+            statistic) or a norm's scale vector; (groups * C_in / groups * prod(k),) for a
+            convolution, group-major, which is (C_in, *k) in the kernel's input-channel order.
     Returns:
-        (in,) or (C_in, *k), float64.
+        (in,) for a linear layer (a per-token consumer's edge repeats it per token); for a
+        convolution, :func:`conv_input_sums` of the (C_in, *k) sums.
     """
-    # non-finite weights are left out, as in every other statistic
-    if hasattr(kernel, "nan_to_num"):  # torch: summed where it lives
-        kernel = kernel.nan_to_num(0.0, 0.0, 0.0)
-    else:
-        kernel = _host(kernel)
-        kernel = np.where(np.isfinite(kernel), kernel, 0.0)
-    if kind != "conv":
-        return _host(kernel.sum(0))
-    shape = tuple(kernel.shape)
-    per_group = kernel.reshape(groups, shape[0] // groups, *shape[1:]).sum(1)  # (g, C_in / g, *k)
-    return _host(per_group).reshape(shape[1] * groups, *shape[2:])
+    sums = np.asarray(col_sum, dtype=np.float64)
+    if info.kind != "conv":
+        return sums
+    groups = geometry.groups if geometry is not None else 1
+    return conv_input_sums(sums.reshape(info.shape[1] * groups, *info.shape[2:]), geometry)
 
 
 def _hits(k: int, geometry: ConvGeometry, axis: int) -> np.ndarray:
@@ -207,7 +206,7 @@ def conv_input_sums(sums: np.ndarray, geometry: ConvGeometry | None) -> np.ndarr
     """The weight leaving each input unit of a convolution in its unrolled graph.
 
     Args:
-        sums: (C_in, *k) from :func:`kernel_input_sums`.
+        sums: (C_in, *k): per input channel and kernel offset, the signed sum over output channels.
     Returns:
         (C_in, *input_spatial): for input unit (c, y), the sum of the kernel
         weights of every output (all channels, all positions) that reads it,
@@ -220,15 +219,8 @@ def conv_input_sums(sums: np.ndarray, geometry: ConvGeometry | None) -> np.ndarr
     letters = string.ascii_lowercase
     k_axes, s_axes = letters[:n], letters[n:2 * n]
     spec = "z" + k_axes + "," + ",".join(k + s for k, s in zip(k_axes, s_axes)) + "->z" + s_axes
-    return np.einsum(spec, sums, *(_hits(sums.shape[1 + a], geometry, a) for a in range(n)))
-
-
-def consumer_input_sums(info: LayerInfo, tensors: LayerTensors, geometry: ConvGeometry | None) -> np.ndarray:
-    """The signed outgoing weight of each input unit of ``info``, shaped like its edges' ``units``."""
-    if info.kind == "conv":
-        groups = geometry.groups if geometry is not None else 1
-        return conv_input_sums(kernel_input_sums(tensors.kernel, "conv", groups), geometry)
-    return kernel_input_sums(tensors.kernel, "linear")
+    # optimize: one axis at a time (C_in * k * S per axis), not every (k, S) combination at once
+    return np.einsum(spec, sums, *(_hits(sums.shape[1 + a], geometry, a) for a in range(n)), optimize=True)
 
 
 def outgoing_terms(flow: Flow, producer: LayerInfo, sums: Mapping[str, np.ndarray],

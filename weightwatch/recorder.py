@@ -22,7 +22,7 @@ from typing import Any
 
 from . import __version__, summaries
 from .events import BackgroundWriter, EventFileWriter
-from .flow import Flow, consumer_input_sums, host_vector, order_flow, outgoing_terms
+from .flow import Flow, column_request, consumer_input_sums, kernel_rows, order_flow, outgoing_terms
 from .layers import LayerInfo, LayerTensors
 from .ops import KernelJob, RawLayer, reduce_jobs
 from .object_events import ObjectEventWriter
@@ -45,6 +45,15 @@ def architecture_id(layers: Sequence[LayerInfo]) -> str:
     the same architecture match across frameworks."""
     sig = json.dumps([(layer.kind, list(layer.shape), layer.heads) for layer in layers])
     return hashlib.sha1(sig.encode()).hexdigest()[:12]
+
+
+def _job(info: LayerInfo, tensors: LayerTensors, columns: tuple[int, int] | None,
+         sample: Any = None) -> KernelJob:
+    """The reduction of one layer's kernel (and bias), with the column sums ``columns``
+    (``(input_units, col_groups)``) when it feeds another layer's outgoing term."""
+    input_units, col_groups = columns or (0, 1)
+    return KernelJob(kernel=tensors.kernel, nodes=kernel_rows(info), input_units=input_units,
+                     bias=tensors.bias, sample=sample, col_groups=col_groups)
 
 
 def clean_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -91,7 +100,9 @@ class Recorder:
             integration before include / exclude; None pairs the layers in
             registration order (:func:`weightwatch.flow.order_flow`).
         context: the layers the flow reads that are not watched (consumers and
-            norms left out); their tensors come with each :meth:`log` call.
+            norms left out); their tensors come with each :meth:`log` call, and
+            those feeding a present layer's outgoing term are reduced in the same
+            pass as the watched layers (only their column sums are kept).
         fold_norm_scale: multiply the outgoing weights by the scale (gamma) of
             the normalisation layers between producer and consumer.
     """
@@ -216,38 +227,55 @@ class Recorder:
         present = [i for i, t in enumerate(tensors) if t is not None]
         if not present:
             raise ValueError("no layer could be read: nothing to record")
-        jobs = [
-            KernelJob(
-                kernel=tensors[i].kernel,
-                nodes=self.layers[i].shape[0] if len(self.layers[i].shape) > 1 else 1,
-                input_units=0,  # outgoing terms come from the consumers' kernels (_outgoing)
-                bias=tensors[i].bias,
-                sample=self._sketch_at[i],
-            )
-            for i in present
-        ]
+        context = context or {}
+        wanted = self._columns_wanted([self.layers[i] for i in present])
+        names = [self.layers[i].name for i in present]
+        # unwatched consumers (and norms) go through the same fused pass: only their column sums are
+        # kept, but their kernels too are read once, and from a device cross in the one transfer
+        watched = set(names)
+        extra = [name for name in wanted if name not in watched and name in context and name in self.context]
+        jobs = [_job(self.layers[i], tensors[i], wanted.get(name), self._sketch_at[i])
+                for i, name in zip(present, names)]
+        jobs += [_job(self.context[name], LayerTensors(context[name].kernel), wanted[name]) for name in extra]
         raws = self._reduce(jobs, self.bins, on_device=on_device)
-        outgoing = self._outgoing(tensors, context or {})
+        columns = {name: raw.col_sum for name, raw in zip(names + extra, raws) if raw.col_sum is not None}
+        raws = raws[:len(present)]
+        outgoing = self._outgoing(tensors, columns)
         if len(present) == len(self.layers):
             return summarize(step, self.layers, raws, outgoing)
         index = {i: k for k, i in enumerate(present)}
         return summarize(step, [self.layers[i] for i in present], raws,
                          {index[i]: term for i, term in outgoing.items() if i in index})
 
-    def _outgoing(self, tensors: Sequence[LayerTensors | None],
-                  context: Mapping[str, LayerTensors]) -> dict[int, Any]:
-        """Each watched layer's outgoing term, from the current kernels of its consumers.
+    def _columns_wanted(self, present: Sequence[LayerInfo]) -> dict[str, tuple[int, int]]:
+        """The layers whose column sums the outgoing terms of ``present`` read, each with its
+        ``(input_units, col_groups)`` (:func:`weightwatch.flow.column_request`): the consumers of
+        every present layer with nodes, and the norms on the way when their scale is folded. In name
+        order: the extra jobs they make come in the same order on every rank of a sharded run."""
+        infos = {**self.context, **{layer.name: layer for layer in self.layers}}
+        names: set[str] = set()
+        for layer in present:
+            if layer.has_nodes:
+                for edge in self.flow.consumers(layer.name):
+                    names.add(edge.consumer)
+                    names.update(n for n, _ in edge.norms if self.fold_norm_scale)
+        return {name: column_request(infos[name], self.flow.geometry.get(name))
+                for name in sorted(names) if name in infos}
 
+    def _outgoing(self, tensors: Sequence[LayerTensors | None], columns: Mapping[str, Any]) -> dict[int, Any]:
+        """Each watched layer's outgoing term, from the column sums of its consumers' kernels.
+
+        Args:
+            columns: layer name -> its ``RawLayer.col_sum`` from this log's reduction (see
+                :meth:`_columns_wanted`), for the consumers and norms that could be read.
         A layer one of whose consumers (or norms, when folded) has no tensors this
         time (not readable, or not passed in ``context``) gets none.
         """
         infos = {**self.context, **{layer.name: layer for layer in self.layers}}
-        values = {**context, **{layer.name: t for layer, t in zip(self.layers, tensors) if t is not None}}
-        sums = {name: consumer_input_sums(infos[name], values[name], self.flow.geometry.get(name))
-                for name in {e.consumer for e in self.flow.edges} if name in values}
-        scales = {}
-        if self.fold_norm_scale:
-            scales = {n: host_vector(values[n].kernel) for e in self.flow.edges for n, _ in e.norms if n in values}
+        consumers = {e.consumer for e in self.flow.edges}
+        sums = {name: consumer_input_sums(infos[name], col, self.flow.geometry.get(name))
+                for name, col in columns.items() if name in consumers}
+        scales = dict(columns) if self.fold_norm_scale else {}  # a norm's column sums are its scale vector
         out = {}
         for i, layer in enumerate(self.layers):
             edges = self.flow.consumers(layer.name)

@@ -101,7 +101,7 @@ def reduce_jobs(jobs: Sequence[KernelJob], bins: int, *, on_device: bool | None 
 def _reduce_host(job: KernelJob, kernel: np.ndarray, bins: int, threads: int | None) -> RawLayer:
     from .cpu import reduce_kernel
 
-    raw = reduce_kernel(kernel, job.nodes, bins, job.input_units, threads=threads)
+    raw = reduce_kernel(kernel, job.nodes, bins, job.input_units, col_groups=job.col_groups, threads=threads)
     if job.sample is not None:
         raw.sample = kernel.reshape(-1)[job.sample].astype(np.float32)
     if job.bias is not None:

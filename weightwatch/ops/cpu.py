@@ -5,7 +5,8 @@ Two parallel passes over a kernel viewed as a (nodes, fan_in) matrix:
 1. :func:`moments`: in one sweep the minimum and maximum (infinite when an
    entry is), the number of NaNs, per node the signed and absolute row sums,
    the total sum of squares (float64 accumulators) and, when asked, the column
-   sums. Written so LLVM vectorises it (``reassoc`` lets it reorder the float64
+   sums (per block of rows for a grouped convolution; the consumers' outgoing
+   weights of :mod:`weightwatch.flow`). Written so LLVM vectorises it (``reassoc`` lets it reorder the float64
    sums; NaN semantics are kept).
 2. :func:`histogram`: the exact counts over the float64 ``edges`` that are
    written to the event file. The bin is first estimated with one multiply in
@@ -51,16 +52,18 @@ def _compile(parallel: bool):
     fast = {"reassoc", "contract"}  # not "nnan"/"ninf": NaN and Inf must behave as IEEE says
 
     @njit(parallel=parallel, fastmath=fast, cache=True, nogil=True)
-    def moments(w, nblocks, want_cols):  # pragma: no cover - compiled
+    def moments(w, nblocks, col_groups):  # pragma: no cover - compiled
         rows, cols = w.shape
         per = (rows + nblocks - 1) // nblocks
+        per_group = rows // max(col_groups, 1)  # rows of one column-sum block
         row_sum = np.zeros(rows)
         row_abs = np.zeros(rows)
         sqs = np.zeros(nblocks)
         mins = np.full(nblocks, np.inf)
         maxs = np.full(nblocks, -np.inf)
         nans = np.zeros(nblocks, np.int64)
-        col = np.zeros((nblocks, cols if want_cols else 0))
+        # per thread block, so threads never add into one row of partial sums
+        col = np.zeros((nblocks, col_groups, cols if col_groups > 0 else 0))
         for b in prange(nblocks):
             lo = w.dtype.type(np.inf)
             hi = w.dtype.type(-np.inf)
@@ -82,9 +85,10 @@ def _compile(parallel: bool):
                 row_sum[i] = r
                 row_abs[i] = a
                 qb += q
-                if want_cols:
+                if col_groups > 0:  # the row again, from L1: the kernel is read from memory once
+                    g = i // per_group
                     for j in range(cols):
-                        col[b, j] += w[i, j]
+                        col[b, g, j] += w[i, j]
             mins[b] = lo
             maxs[b] = hi
             nans[b] = nan
@@ -154,7 +158,7 @@ def _finite_range(w: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray, 
     return np.where(bad, w.dtype.type(fill), w), lo, hi, bad, fill
 
 
-def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 0, *,
+def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 0, *, col_groups: int = 1,
                   threads: int | None = None) -> RawLayer:
     """All reductions of one kernel on the CPU.
 
@@ -164,7 +168,11 @@ def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 
         bins: histogram bins.
         input_units: when > 0, also return column sums grouped into this many
             input units: ``in`` for a linear (out, in) kernel, ``C_in`` for a conv
-            (C_out, C_in, *k) kernel (summed over kernel positions). 0 skips them.
+            (C_out, C_in, *k) kernel (summed over kernel positions), ``fan_in`` for
+            one sum per column. 0 skips them.
+        col_groups: with ``input_units``, the rows are split into this many equal
+            blocks (a grouped conv's groups) and each block's columns summed apart:
+            ``col_sum`` is (col_groups * input_units,), block-major.
         threads: 1 runs plain loops on the calling thread (what
             :func:`weightwatch.ops.reduce_jobs` uses when it spreads layers over
             threads); None lets :func:`.threads.thread_count` choose.
@@ -176,7 +184,7 @@ def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 
     moments, histogram = _compile(threads > 1)
     with parallel_chunksize(1):  # blocks are handed out one at a time (see the module doc)
         lo, hi, nans, row_sum, row_abs, total_sq, cols = moments(
-            w, blocks_for(w.size, threads, limit=w.shape[0]), input_units > 0)
+            w, blocks_for(w.size, threads, limit=w.shape[0]), col_groups if input_units > 0 else 0)
         total = float(row_sum.sum())
         bad = None
         if nans or not (np.isfinite(lo) and np.isfinite(hi)):
@@ -197,12 +205,12 @@ def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 
         clean = np.where(bad, 0.0, w.astype(np.float64))
         row_sum, row_abs = clean.sum(axis=1), np.abs(clean).sum(axis=1)
         total, total_sq = float(row_sum.sum()), float((clean * clean).sum())
-        cols = clean.sum(axis=0) if input_units > 0 else cols
+        cols = clean.reshape(col_groups, -1, clean.shape[1]).sum(axis=1) if input_units > 0 else cols
         counts[0] -= nonfinite  # the stand-ins (the finite minimum, or 0 when nothing is finite)
     return RawLayer(
         count=int(w.size - nonfinite), nonfinite=nonfinite, total=total, total_sq=float(total_sq),
         min=float(lo) if finite else math.nan, max=float(hi) if finite else math.nan,
         edges=edges, counts=counts,
         row_sum=row_sum, row_abs=row_abs,
-        col_sum=cols.reshape(input_units, -1).sum(axis=1) if input_units > 0 else None,
+        col_sum=cols.reshape(col_groups * input_units, -1).sum(axis=1) if input_units > 0 else None,
     )

@@ -40,10 +40,12 @@ def _compiled() -> Any:
     import jax
     import jax.numpy as jnp
 
-    @functools.partial(jax.jit, static_argnames=("nodes", "bins", "input_units"))
-    def reduce_one(kernel: Any, sample: Any, bias: Any, *, nodes: int, bins: int, input_units: int) -> Any:
+    @functools.partial(jax.jit, static_argnames=("nodes", "bins", "cols", "col_groups"))
+    def reduce_one(kernel: Any, sample: Any, bias: Any, *, nodes: int, bins: int, cols: int,
+                   col_groups: int) -> Any:
         """kernel: any shape, viewed as (nodes, fan_in); sample: int64 flat positions or None;
-        bias: (nodes,) or None. Returns the packed float64 vector."""
+        bias: (nodes,) or None; cols: :attr:`KernelJob.cols` (0: no column sums).
+        Returns the packed float64 vector."""
         w = kernel.reshape(max(nodes, 1), -1)
         if w.dtype not in (jnp.float32, jnp.float64):
             w = w.astype(jnp.float32)
@@ -70,8 +72,8 @@ def _compiled() -> Any:
         row_sum = wd.sum(axis=1)
         parts = [jnp.stack([bad.astype(jnp.float64), row_sum.sum(), (wd * wd).sum(), lo, hi]),
                  counts, row_sum, jnp.abs(wd).sum(axis=1)]
-        if input_units > 0:
-            parts.append(wd.sum(axis=0).reshape(input_units, -1).sum(axis=1))
+        if cols:  # per row block: (groups, fan_in), then grouped into input units
+            parts.append(wd.reshape(col_groups, -1, wd.shape[1]).sum(axis=1).reshape(cols, -1).sum(axis=1))
         if sample is not None:
             parts.append(kernel.reshape(-1)[sample].astype(jnp.float64))
         if bias is not None:
@@ -94,8 +96,8 @@ def reduce_on_device(jobs: Sequence[KernelJob], bins: int) -> list[RawLayer]:
             nodes = max(job.nodes, 1)
             sample = None if job.sample is None else np.asarray(job.sample, np.int64)
             packed.append(reduce_one(kernel, sample, job.bias, nodes=nodes, bins=bins,
-                                     input_units=job.input_units))
-            packings.append(Packing(int(kernel.size), nodes, job.input_units,
+                                     cols=job.cols, col_groups=job.col_groups))
+            packings.append(Packing(int(kernel.size), nodes, job.cols,
                                     0 if sample is None else len(sample),
                                     0 if job.bias is None else int(job.bias.size)))
         host = jax.device_get(packed)  # the one transfer: every layer's small vector

@@ -28,7 +28,7 @@ class Packing:
 
     Attributes:
         size: kernel entries; rows: nodes (the kernel's leading dimension, 1 for a vector);
-        cols: input units (0: no column sums); nsample / nbias: sample and bias lengths.
+        cols: length of the column sums (:attr:`KernelJob.cols`, 0: none); nsample / nbias: sample and bias lengths.
     """
 
     size: int

@@ -13,7 +13,10 @@ class KernelJob:
     """One kernel to reduce: see :func:`weightwatch.ops.cpu.reduce_kernel` for the fields.
 
     ``kernel`` and ``bias`` are arrays of any framework (numpy, torch, jax,
-    tensorflow), in the core's layout.
+    tensorflow), in the core's layout. ``input_units`` > 0 asks for column
+    sums: the (nodes, fan_in) view's rows split into ``col_groups`` equal
+    blocks, each block's columns summed and grouped into ``input_units``
+    units (``RawLayer.col_sum``, (col_groups * input_units,), block-major).
     """
 
     kernel: Any
@@ -21,6 +24,12 @@ class KernelJob:
     input_units: int = 0
     bias: Any | None = None
     sample: np.ndarray | None = None  # flat kernel positions to copy out (the run's sketch)
+    col_groups: int = 1
+
+    @property
+    def cols(self) -> int:
+        """Length of the column sums asked for (0: none)."""
+        return self.input_units * self.col_groups if self.input_units > 0 else 0
 
 
 @dataclass
@@ -39,8 +48,9 @@ class RawLayer:
         counts: shape (bins,), exact counts per bin (int64).
         row_sum: shape (nodes,), signed sum of each node's incoming weights.
         row_abs: shape (nodes,), sum of their absolute values.
-        col_sum: shape (inputs,), signed sum of each input unit's outgoing
-            weights (over nodes and kernel positions); only when asked for.
+        col_sum: shape (col_groups * input_units,), signed sum of each input
+            unit's outgoing weights (over the nodes of its row block and its
+            kernel positions); only when asked for (see :class:`KernelJob`).
         bias: shape (nodes,), the bias values, or None.
         sample: the kernel's values at the job's ``sample`` positions, or None.
     """

@@ -33,10 +33,11 @@ def _compiled(dtype: Any) -> Any:
     spec = tf.TensorSpec
 
     @tf.function(input_signature=[spec([None, None], dtype), spec([None], tf.int64), spec([None], tf.float64),
-                                  spec([], tf.int32), spec([], tf.int32)])
-    def reduce_one(w: Any, sample: Any, bias: Any, bins: Any, input_units: Any) -> Any:
+                                  spec([], tf.int32), spec([], tf.int32), spec([], tf.int32)])
+    def reduce_one(w: Any, sample: Any, bias: Any, bins: Any, cols: Any, col_groups: Any) -> Any:
         """w: (nodes, fan_in); sample: flat positions (may be empty); bias: (nodes,) or empty;
-        input_units: 0 for no column sums. Returns the packed float64 vector."""
+        cols: :attr:`KernelJob.cols` (0: no column sums); col_groups: its row blocks.
+        Returns the packed float64 vector."""
         finite = tf.math.is_finite(w)
         bad = tf.reduce_sum(tf.cast(~finite, tf.float64))
         lo = tf.cast(tf.reduce_min(tf.where(finite, w, math.inf)), tf.float64)
@@ -61,8 +62,9 @@ def _compiled(dtype: Any) -> Any:
         idx = tf.where(finite, idx, bins)  # non-finite entries go to a dropped extra bin
         counts = tf.math.bincount(tf.reshape(idx, [-1]), minlength=bins + 1, maxlength=bins + 1)[:bins]
         row_sum = tf.reduce_sum(wd, axis=1)
-        groups = tf.maximum(input_units, 1)
-        col_sum = tf.reduce_sum(tf.reshape(tf.reduce_sum(wd, axis=0), (groups, -1)), axis=1)[:input_units]
+        # per row block: (groups, fan_in), then grouped into input units; sliced away when not asked for
+        per_block = tf.reduce_sum(tf.reshape(wd, (col_groups, -1, tf.shape(wd)[1])), axis=1)
+        col_sum = tf.reduce_sum(tf.reshape(per_block, (tf.maximum(cols, col_groups), -1)), axis=1)[:cols]
         head = tf.stack([bad, tf.reduce_sum(row_sum), tf.reduce_sum(wd * wd), lo, hi])
         picked = tf.cast(tf.gather(tf.reshape(w, [-1]), sample), tf.float64)
         return tf.concat([head, tf.cast(counts, tf.float64), row_sum, tf.reduce_sum(tf.abs(wd), axis=1), col_sum,
@@ -87,8 +89,9 @@ def reduce_on_device(jobs: Sequence[KernelJob], bins: int) -> list[RawLayer]:
             sample = tf.constant([] if job.sample is None else job.sample, tf.int64)
             bias = (tf.zeros([0], tf.float64) if job.bias is None
                     else tf.cast(tf.reshape(job.bias, [-1]), tf.float64))
-            packed.append(_compiled(w.dtype)(w, sample, bias, tf.constant(bins), tf.constant(job.input_units)))
-        packings.append(Packing(int(np.prod(kernel.shape)), nodes, job.input_units,
+            packed.append(_compiled(w.dtype)(w, sample, bias, tf.constant(bins), tf.constant(job.cols),
+                                             tf.constant(job.col_groups)))
+        packings.append(Packing(int(np.prod(kernel.shape)), nodes, job.cols,
                                 0 if job.sample is None else len(job.sample), int(bias.shape[0])))
     host = tf.concat(packed, 0).numpy() if packed else np.zeros(0)  # the one transfer
     return unpack(host, packings, bins)

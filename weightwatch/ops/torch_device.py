@@ -53,10 +53,8 @@ def reduce_on_device(jobs: Sequence[KernelJob], bins: int) -> list[RawLayer]:
         row_sum = wd.sum(1)
         row_abs = wd.abs().sum(1)
         parts = [torch.stack([bad.double(), row_sum.sum(), (wd * wd).sum(), lo, hi]), counts, row_sum, row_abs]
-        cols = 0
-        if job.input_units > 0:
-            parts.append(wd.sum(0).reshape(job.input_units, -1).sum(1))
-            cols = job.input_units
+        if job.cols:  # per row block: (groups, fan_in), then grouped into input units
+            parts.append(wd.reshape(job.col_groups, -1, wd.shape[1]).sum(1).reshape(job.cols, -1).sum(1))
         nsample = 0
         if job.sample is not None:
             index = torch.as_tensor(job.sample, device=w.device)
@@ -68,7 +66,7 @@ def reduce_on_device(jobs: Sequence[KernelJob], bins: int) -> list[RawLayer]:
             parts.append(bias)
             nbias = bias.numel()
         packed.append(torch.cat(parts))
-        layouts.append(Packing(w.numel(), w.shape[0], cols, nsample, nbias))
+        layouts.append(Packing(w.numel(), w.shape[0], job.cols, nsample, nbias))
 
     host = torch.cat(packed).cpu().numpy() if packed else np.zeros(0)  # the one transfer
     return unpack(host, layouts, bins)
