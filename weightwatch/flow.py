@@ -33,6 +33,7 @@ import string
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from .layers import LayerInfo
