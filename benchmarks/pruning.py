@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help="the results file to write the section in")
     parser.add_argument("--no-write", action="store_true", help="print, do not update RESULTS.md")
     args = parser.parse_args(argv)
-    command = "python benchmarks/pruning.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    command = shlex.join(["python", "benchmarks/pruning.py", *(argv if argv is not None else sys.argv[1:])])
     results, sizes, described, titles = {}, {}, {}, {}
     if args.populations:
         for item in args.populations:

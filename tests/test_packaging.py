@@ -38,7 +38,7 @@ def test_wheel_declares_one_extra_per_integration(wheel):
     assert {"torch", "keras", "lightning", "hf", "optuna", "ray", "s3", "gcs", "azure", "dask", "analysis", "dev"} <= extras
     entry = next(zipfile.ZipFile(wheel).read(n).decode() for n in zipfile.ZipFile(wheel).namelist()
                  if n.endswith("entry_points.txt"))
-    assert "weightwatch = weightwatch.cli:main" in entry
+    assert "weightwatch = weightwatch.cli:run" in entry
 
 
 def test_every_core_subpackage_is_in_the_wheel(wheel):

@@ -81,6 +81,7 @@ def test_figures_and_quality_numbers_are_written(smoke):
     for s in tables:
         aucs = [float(line.split("|")[2]) for line in s.splitlines() if re.match(r"\| \d+ \|", line)]
         assert aucs and all(0 <= a <= 1 for a in aucs)
+        assert "| AUC: metric so far | AUC: best extrapolation | AUC: weights only |" in s  # the baselines beside
     assert "| p (high tighter) |" in results
     assert "## Pruning replay" in results and "benchmarks/pruning.py" in results
 

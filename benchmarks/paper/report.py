@@ -23,7 +23,6 @@ from .models import FAMILIES
 FAMILY_TITLE = {"dnn": "DNN (784-h-h-10)", "cnn": "CNN (Conv 3x3, C channels -> FC 10)",
                 "vit": "ViT (one encoder layer, d_model 784 -> FC 10)"}
 GROUPS = ("non", "low", "mid", "high")
-PRUNING = Path(__file__).resolve().parents[1] / "pruning.py"
 
 
 def weightwatch(*args: str) -> tuple[dict | None, str, str]:
@@ -120,12 +119,15 @@ def fit_table(entry: dict) -> str:
     curve = res.get("curve", [])
     keys = [k for k in (curve[0] if curve else {}) if k not in ("step",)
             and all(isinstance(c.get(k), (int, float)) or c.get(k) is None for c in curve)]
+    beside = ("chosen family", "AUC: metric so far", "AUC: best extrapolation", "AUC: weights only")
     lines = [f"{res.get('runs')} runs, {res.get('optimal')} optimal ({res.get('rule')}, final {res.get('metric')} "
-             f">= {_f(res.get('threshold'))}).", "",
-             "| step | " + " | ".join(keys) + " |", "|---:|" + "---:|" * len(keys)]
+             f">= {_f(res.get('threshold'))}). The AUC columns on the right are the baselines at the same step: "
+             "the metric logged so far and the best curve extrapolation as raw scores, and the model of the "
+             "weight features alone (cross-validated like the chosen one).", "",
+             "| step | " + " | ".join(keys + list(beside)) + " |", "|---:|" + "---:|" * len(keys) + "---|---:|---:|---:|"]
     for c in curve:
         lines.append(f"| {c['step']} | " + " | ".join(_f(c.get(k)) if not isinstance(c.get(k), int) else str(c[k])
-                                                     for k in keys) + " |")
+                                                     for k in keys) + " | " + " | ".join(_beside(c)) + " |")
     b = res.get("baseline") or {}
     if b.get("available"):
         lines += ["", f"hyperparameters only ({', '.join(b.get('hparams', []))}): AUC {_f(b.get('auc'))}, "
@@ -137,6 +139,16 @@ def fit_table(entry: dict) -> str:
             lines.append(f"{name}: " + ", ".join(f"{k} {_f(v) if isinstance(v, float) else v}"
                                                  for k, v in value.items() if not isinstance(v, (list, dict))))
     return "\n".join(lines)
+
+
+def _beside(step: dict) -> list[str]:
+    """The chosen family and the baselines' AUC at one step of fit's curve."""
+    base = step.get("baselines") or {}
+    weights = (step.get("families") or {}).get("weights") or {}
+    extrapolation = base.get("extrapolation") or {}
+    named = f" ({extrapolation['curve']})" if extrapolation.get("curve") else ""
+    return [str(step.get("family", "")), _f((base.get("metric_so_far") or {}).get("auc")),
+            _f(extrapolation.get("auc")) + named, _f(weights.get("auc"))]
 
 
 def shrink_png(src: Path, dst: Path, width: int = 1100) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,7 @@ from benchmarks.paper.populations import SCALES, family_configs  # noqa: E402
 from benchmarks.paper.train import run_dir, train_torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+PRUNING = HERE.parent / "pruning.py"
 
 
 def train_all(scale_name: str, out: Path, say=print) -> dict:
@@ -94,12 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     analysis = analyse(out, done)
     analysis["analysis_seconds"] = round(time.perf_counter() - t0, 1)
-    replay, skipped = pruning_command(out, done, results)
-    analysis["pruning_command"] = " ".join(replay) if replay else "not run: " + "; ".join(skipped)
+    replay, skipped = pruning_args(out, done, results)
+    analysis["pruning_command"] = (shlex.join(["python", "benchmarks/pruning.py", *replay]) if replay
+                                   else "not run: " + "; ".join(skipped))
     path = write_results(analysis, SCALES[args.scale], results, command=" ".join(
         ["python -m benchmarks.paper", f"--scale {args.scale}", f"--out {args.out}"]))
     if replay:  # writes its table under "Pruning replay" of the results just written
-        subprocess.run([sys.executable, *replay[1:]], check=True, cwd=HERE.parents[1])
+        subprocess.run([sys.executable, str(PRUNING), *replay], check=True)
     print(f"wrote {path}")
     return 0
 
@@ -108,9 +111,18 @@ def main(argv: list[str] | None = None) -> int:
 PRUNING_MIN_RUNS = 20
 
 
-def pruning_command(out: Path, done: dict, results: Path) -> tuple[list[str] | None, list[str]]:
-    """benchmarks/pruning.py's command for every population trained for 2+ epochs with enough runs,
-    and why the others are not replayed (a pruner needs an epoch to decide before the last)."""
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory where it lies below it (the command as it was typed)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def pruning_args(out: Path, done: dict, results: Path) -> tuple[list[str] | None, list[str]]:
+    """benchmarks/pruning.py's arguments (run from the working directory) for every population trained
+    for 2+ epochs with enough runs, and why the others are not replayed (a pruner needs an epoch to
+    decide before the last)."""
     chosen, skipped = [], []
     for family, info in done["families"].items():
         for population in ("mixed", "seeds"):
@@ -119,12 +131,12 @@ def pruning_command(out: Path, done: dict, results: Path) -> tuple[list[str] | N
             if info["epochs"] < 2 or runs < PRUNING_MIN_RUNS:
                 skipped.append(f"{family} {population} ({runs} runs x {info['epochs']} epoch(s))")
             elif where.is_dir():
-                chosen.append(f"{FAMILIES_SHORT[family]} {population}={where}")
+                chosen.append(f"{FAMILIES_SHORT[family]} {population}={_shown(where)}")
     if not chosen:
         return None, skipped
     plot = results.parent / "figures" / "pruning.png"
-    return (["python", "benchmarks/pruning.py", "--populations", *chosen, "--results", str(results),
-             "--title", "Pruning replay", "--plot", str(plot)], skipped)
+    return (["--populations", *chosen, "--results", _shown(results), "--title", "Pruning replay",
+             "--plot", _shown(plot)], skipped)
 
 
 FAMILIES_SHORT = {"dnn": "DNN", "cnn": "CNN", "vit": "ViT"}
