@@ -26,8 +26,8 @@ Both train on the same 10,000-image subset of the training set.
 from __future__ import annotations
 
 import argparse
-import gzip
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from weightwatch.integrations.torch import WeightWatch
-
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.paper
+from benchmarks.paper.data import FILES, FMNIST, read_idx  # noqa: E402
+from weightwatch.integrations.torch import WeightWatch  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -54,20 +54,10 @@ class Config:
     batch: int = 100
 
 
-def _idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
-    dims = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
 def load_fmnist(root: Path = FMNIST, train_subset: int = 10_000, subset_seed: int = 0):
     """(x_train (n, 784) float32 in [0, 1], y_train (n,), x_test (10000, 784), y_test)."""
-    xtr = _idx(root / "train-images-idx3-ubyte.gz").reshape(-1, 784)
-    ytr = _idx(root / "train-labels-idx1-ubyte.gz")
-    xte = _idx(root / "t10k-images-idx3-ubyte.gz").reshape(-1, 784)
-    yte = _idx(root / "t10k-labels-idx1-ubyte.gz")
+    xtr, ytr, xte, yte = (read_idx(root / name) for name in FILES)  # the paper reproduction's reader
+    xtr, xte = xtr.reshape(-1, 784), xte.reshape(-1, 784)
     keep = np.random.default_rng(subset_seed).choice(len(xtr), size=train_subset, replace=False)
     def f(x):
         return torch.from_numpy(x.astype(np.float32) / 255.0)

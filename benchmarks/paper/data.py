@@ -48,7 +48,7 @@ class Images:
         return Images(self.name, xtr, ytr, xte, yte)
 
 
-def _idx(path: Path) -> np.ndarray:
+def read_idx(path: Path) -> np.ndarray:
     """An idx file (big-endian header: magic, dims, sizes) as a uint8 array."""
     with gzip.open(path, "rb") as fh:
         data = fh.read()
@@ -62,7 +62,7 @@ def fashion_mnist_available(root: Path = FMNIST) -> bool:
 
 
 def load_fashion_mnist(root: Path = FMNIST) -> Images:
-    xtr, ytr, xte, yte = (_idx(root / f) for f in FILES)
+    xtr, ytr, xte, yte = (read_idx(root / f) for f in FILES)
 
     def images(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
