@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="replay populations logged under DIR instead of the digits ones")
     parser.add_argument("--fit-share", type=float, default=0.6, help="share of a --populations DIR for the fit")
     parser.add_argument("--title", default=TITLE, help="the RESULTS.md section to write")
+    parser.add_argument("--intro", default="", help="a paragraph to open the section with")
     parser.add_argument("--plot", type=Path, default=PLOT)
     parser.add_argument("--results", type=Path, default=RESULTS, help="the results file to write the section in")
     parser.add_argument("--no-write", action="store_true", help="print, do not update RESULTS.md")
@@ -215,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             described[kind] = verdict.DESCRIPTION[kind]
             titles[kind] = f"{kind}: {described[kind].split(': ')[1].split(',')[0]}"
         source = "after benchmarks/verdict.py, whose references it uses"
-    lines = [f"Command: `{command}` ({source}). Each population's "
+    lines = [args.intro, ""] if args.intro else []
+    lines += [f"Command: `{command}` ({source}). Each population's "
              f"held-out runs replayed as Optuna trials in {args.orders} random orders (means shown); the reference "
              "saw none of them. Recall: share of the true top-10% runs (by final val_accuracy) trained to the end; "
              "best kept: best final val_accuracy among the finished trials.", ""]

@@ -135,8 +135,10 @@ def pruning_args(out: Path, done: dict, results: Path) -> tuple[list[str] | None
     if not chosen:
         return None, skipped
     plot = results.parent / "figures" / "pruning.png"
+    intro = ("Not replayed (a pruner needs an epoch to decide on before the last, and "
+             f"{PRUNING_MIN_RUNS}+ runs to split): " + "; ".join(skipped) + ".") if skipped else ""
     return (["--populations", *chosen, "--results", _shown(results), "--title", "Pruning replay",
-             "--plot", _shown(plot)], skipped)
+             "--plot", _shown(plot), *(["--intro", intro] if intro else [])], skipped)
 
 
 FAMILIES_SHORT = {"dnn": "DNN", "cnn": "CNN", "vit": "ViT"}
