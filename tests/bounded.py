@@ -25,7 +25,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run(cmd: list[str], *, timeout: float, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+def run(cmd: list[str], *, timeout: float) -> subprocess.CompletedProcess:
     """``cmd`` to completion within ``timeout`` seconds; stdout and stderr as text.
 
     Whatever the command started and left behind in its process group is killed
@@ -33,7 +33,7 @@ def run(cmd: list[str], *, timeout: float, env: dict | None = None, cwd=None) ->
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True,
-                                env=env, cwd=cwd, start_new_session=True)
+                                start_new_session=True)
         try:
             proc.wait(timeout=timeout)
             timed_out = False

@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
 #: a population needs this many runs to split into references and held-out trials
 PRUNING_MIN_RUNS = 20
+FAMILIES_SHORT = {"dnn": "DNN", "cnn": "CNN", "vit": "ViT"}
 
 
 def _shown(path: Path) -> str:
@@ -139,9 +140,6 @@ def pruning_args(out: Path, done: dict, results: Path) -> tuple[list[str] | None
              f"{PRUNING_MIN_RUNS}+ runs to split): " + "; ".join(skipped) + ".") if skipped else ""
     return (["--populations", *chosen, "--results", _shown(results), "--title", "Pruning replay",
              "--plot", _shown(plot), *(["--intro", intro] if intro else [])], skipped)
-
-
-FAMILIES_SHORT = {"dnn": "DNN", "cnn": "CNN", "vit": "ViT"}
 
 
 if __name__ == "__main__":
