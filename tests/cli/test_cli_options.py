@@ -125,6 +125,46 @@ def test_ctrl_c_during_compare_leaves_no_partial_file(runs, tmp_path, capsys, mo
         assert after == before
 
 
+class _SwallowsCtrlC:
+    """Receives SIGINT inside ``__del__``, where CPython prints the KeyboardInterrupt as
+    "Exception ignored in ..." and drops it: what a Ctrl-C landing in an import lock's clean-up does."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)  # the handler runs here, and its KeyboardInterrupt goes no further than __del__
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("command", ["compare", "fit"])
+def test_a_swallowed_ctrl_c_still_stops_the_command(runs, tmp_path, capsys, monkeypatch, command):
+    """Ctrl-C whose KeyboardInterrupt never reaches the command still gives 130 and publishes nothing.
+
+    Seen in CI: SIGINT arrived in importlib's module-lock callback, the interrupt was swallowed,
+    and compare finished with exit 0 and its report written."""
+    from weightwatch.analysis.classification import fit
+    from weightwatch.analysis.rendering import report
+
+    root, _ = runs
+    out = tmp_path / "out"
+    module, name = (report, "write_figures") if command == "compare" else (fit, "fit_step")
+    original = getattr(module, name, None)
+    assert original is not None, f"{module.__name__}.{name} is gone: point the test at a step of {command}"
+
+    def swallow_then_go_on(*args, **kwargs):
+        _SwallowsCtrlC()  # dropped at once: __del__ receives the signal
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, swallow_then_go_on)
+    target = ["--out", str(out)] if command == "compare" else ["-o", str(out / "ref.ww")]
+    assert main([command, str(root), *target]) == 130
+    err = capsys.readouterr().err
+    assert err.endswith(f"weightwatch {command}: interrupted; no partial output was left\n"), err
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+    monkeypatch.undo()  # not interrupted: the same command publishes (fit creates -o's missing directory)
+    assert main([command, str(root), *target]) == 0 and [p for p in out.rglob("*") if p.is_file()]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the command put the handler back
+
+
 @pytest.mark.slow
 def test_ctrl_c_sent_to_a_running_compare(tiny_population, tmp_path):
     """SIGINT to ``python -m weightwatch compare`` while it writes its report: exit 130, one line, and

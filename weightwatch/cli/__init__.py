@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from weightwatch import __version__
+from weightwatch import __version__, interrupts
 
 from . import classify, compare, fit
 from .common import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_USAGE, Parser
@@ -49,7 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(args.func(args))
+        with interrupts.latched():
+            code = int(args.func(args))
+            # A Ctrl-C whose KeyboardInterrupt was swallowed on the way (printed as
+            # "Exception ignored in ...") still counts: publishing refused it, so say so.
+            interrupts.raise_if_interrupted()
+        return code
     except KeyboardInterrupt:
         print(f"weightwatch {args.command}: interrupted; no partial output was left", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from weightwatch import __version__
+from weightwatch import __version__, interrupts
 
 from ..loading.info import loads_strict
 from .features import FEATURE_NAMES, FEATURE_SET, FEATURE_VERSION
@@ -102,8 +102,12 @@ class ReferenceFileError(ValueError):
 
 
 def write_reference(info: Mapping[str, Any], steps: Sequence[StepModels], path: str | Path) -> Path:
-    """Write a reference's JSON header ``info`` and its ``steps`` to ``path`` (see the module doc); returns it."""
+    """Write a reference's JSON header ``info`` and its ``steps`` to ``path`` (see the module doc); returns it.
+
+    Missing parent directories are created.
+    """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     entries = []
     for s in steps:
@@ -132,6 +136,7 @@ def write_reference(info: Mapping[str, Any], steps: Sequence[StepModels], path: 
                 buf = io.BytesIO()
                 np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
                 zf.writestr(f"{ARRAY_PREFIX}{key}.npy", buf.getvalue())
+        interrupts.raise_if_interrupted()  # a Ctrl-C swallowed on the way still keeps the old file
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

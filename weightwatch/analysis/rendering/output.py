@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from weightwatch import interrupts
+
 STAGING_PREFIX = ".weightwatch-staging-"
 
 
@@ -62,7 +64,12 @@ class Staging:
 
     def publish(self) -> dict[Path, Path]:
         """Move every staged file to the same place under ``out`` (atomic renames, directories
-        first created); returns staged path -> final path."""
+        first created); returns staged path -> final path.
+
+        Raises ``KeyboardInterrupt`` instead, moving nothing, when Ctrl-C was pressed in the
+        command line even if its exception was swallowed somewhere (:mod:`weightwatch.interrupts`).
+        """
+        interrupts.raise_if_interrupted()
         moved = {}
         for path in sorted(p for p in self.dir.rglob("*") if p.is_file()):
             final = self.out / path.relative_to(self.dir)
