@@ -95,11 +95,16 @@ def test_cross_validated_quality_is_out_of_fold(pop):
     so_far = np.array([r.scalars["val_accuracy"].values[step] for r in population.runs])  # the raw curve
     assert final["auc"] == pytest.approx(roc_auc_score(y, so_far if final["family"] == "metric" else p))
     assert final["r2"] == pytest.approx(r2_score(population.values, pred))
-    # the metric so far unless another family validates MARGIN better
+    # the metric so far unless another family validates MARGIN better, and by more than one standard error
     aucs = {f: q["auc"] for f, q in final["families"].items() if q["available"]}
     assert aucs["metric"] == pytest.approx(roc_auc_score(y, so_far))
     best = max(aucs, key=aucs.get)
-    assert final["family"] == (best if aucs[best] >= aucs["metric"] + MARGIN else "metric")
+    if best != "metric":
+        gain, se = final["families"][best]["gain_over_metric"], final["families"][best]["gain_se"]
+        assert gain == pytest.approx(aucs[best] - aucs["metric"]) and se > 0
+        assert final["family"] == (best if gain >= MARGIN and gain > se else "metric")
+    else:
+        assert final["family"] == "metric"
 
 
 @pytest.mark.parametrize("name", ["logistic", "boosting", "forest", "ridge"])

@@ -9,9 +9,12 @@ The ``metric`` family's model is monotone in the metric so far, so it ranks
 runs exactly as the raw metric does: its AUC is the raw one. The
 reference's P(optimal) comes, per step, from the family with the highest
 out-of-fold AUC, but another family replaces the metric so far only when it
-validates at least :data:`MARGIN` better (choosing the best of ten on a few
-dozen runs is optimistic, and the simpler model then generalises better; ties
-go to the earlier family of :data:`~.families.FAMILIES`); its predicted metric
+validates at least :data:`MARGIN` better *and* by more than one standard error
+of that gain (a paired, stratified bootstrap over the runs of the out-of-fold
+AUC difference: the one-standard-error rule of Breiman et al. 1984). Choosing
+the best of ten on a few dozen runs is optimistic, and the simpler model then
+generalises better; ties go to the earlier family of
+:data:`~.families.FAMILIES`. Its predicted metric
 comes from the family with the highest out-of-fold R^2. The weights "add nothing" at a step when a family
 that never looks at them validates at least as well as the best that does.
 """
@@ -32,6 +35,28 @@ from .families import FAMILIES, LINEAR_ONLY, WEIGHT_FAMILIES, family_masks
 
 #: How much better (AUC) a family must validate than the metric so far to be used instead of it.
 MARGIN = 0.02
+#: Bootstrap resamples for the standard error of a family's AUC gain over the metric so far.
+GAIN_RESAMPLES = 400
+
+
+def auc_gain(y: np.ndarray, score: np.ndarray, base: np.ndarray, random_state: int = 0,
+             resamples: int = GAIN_RESAMPLES) -> tuple[float, float]:
+    """(gain, standard error) of ROC AUC of ``score`` over ``base``, both (n,) scores of ``y`` (n,) bool.
+
+    The standard error is that of the paired difference over bootstrap resamples of the runs,
+    drawn within each class so both are always present.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y, dtype=bool)
+    gain = float(roc_auc_score(y, score) - roc_auc_score(y, base))
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    rng = np.random.default_rng(random_state)
+    diffs = np.empty(resamples)
+    for b in range(resamples):
+        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+        diffs[b] = roc_auc_score(y[idx], score[idx]) - roc_auc_score(y[idx], base[idx])
+    return gain, float(diffs.std(ddof=1))
 
 
 def candidates_for(family: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -89,12 +114,14 @@ def evaluate_step(x: np.ndarray, names: Sequence[str], y: np.ndarray, values: np
     xf = filled(x, fill)
     masks = {f: m & used for f, m in family_masks(names).items() if f in families}
     table: dict[str, dict[str, Any]] = {}
+    oof: dict[str, np.ndarray] = {}
     for family, mask in masks.items():
         if not mask.any():
             table[family] = {"available": False}
             continue
         clfs, regs = candidates_for(family)
         chosen = cross_validate(xf[:, mask], y, values, cv, random_state, clfs, regs)
+        oof[family] = chosen.proba
         table[family] = {"available": True, **chosen.quality, "classifier": chosen.classifier,
                          "regressor": chosen.regressor, "features": int(mask.sum())}
     col = list(names)
@@ -116,8 +143,18 @@ def evaluate_step(x: np.ndarray, names: Sequence[str], y: np.ndarray, values: np
     if not ok:
         raise ValueError("no feature varies among the runs at this step")
     clf_family = max(ok, key=lambda f: table[f]["auc"])  # max keeps the first of equals: the simpler family
-    if "metric" in ok and table[clf_family]["auc"] < table["metric"]["auc"] + MARGIN:
-        clf_family = "metric"
+    if "metric" in ok and clf_family != "metric":
+        if "metric_so_far" in baselines:
+            raw = x[:, col.index(METRIC_SO_FAR)]
+            base = np.where(np.isfinite(raw), raw, np.nanmedian(raw))
+            if baselines["metric_so_far"]["auc"] < 0.5:
+                base = -base  # the metric falls for the good runs: ranked as the metric family ranks it
+            gain, se = auc_gain(y, oof[clf_family], base, random_state)
+        else:
+            gain, se = table[clf_family]["auc"] - table["metric"]["auc"], 0.0
+        table[clf_family].update(gain_over_metric=gain, gain_se=se)
+        if gain < MARGIN or gain <= se:
+            clf_family = "metric"
     reg_family = max(ok, key=lambda f: table[f]["r2"])
     with_w = [table[f]["auc"] for f in ok if f in WEIGHT_FAMILIES]
     without = [table[f]["auc"] for f in ok if f not in WEIGHT_FAMILIES]
