@@ -147,3 +147,127 @@ def test_background_writer_writes_batches_in_order_and_close_drains(tmp_path):
     assert [(e.step, e.value) for e in load(writer.writer.path).Scalars("x")] == [(s, float(s)) for s in range(20)]
     with pytest.raises(RuntimeError, match="already closed"):
         writer.submit(lambda: [])
+
+
+METRICS_CHILD = textwrap.dedent("""
+    import sys, time
+    from torch import nn
+    from weightwatch.integrations.torch import WeightWatch
+
+    log_dir, logs = sys.argv[1], int(sys.argv[2])
+    ww = WeightWatch(nn.Sequential(nn.Linear(4, 3)), log_dir, schedule=10**6)  # weights at step 0 only
+    for step in range(logs):
+        ww.log(step, loss=1.0 / (step + 1))
+        print(step, flush=True)
+    time.sleep(600)
+""")
+
+
+def test_a_kill_after_metrics_only_calls_loses_none_of_them(tmp_path):
+    """The scalars-only calls written on the caller's thread are in the OS when each returns."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", METRICS_CHILD, str(run), "200"], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        returned = [int(line) for _, line in zip(range(200), proc.stdout)]
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert returned == list(range(200))
+    acc = load(run)
+    assert [e.step for e in acc.Scalars("loss")] == list(range(200))  # not even the last one lost
+    assert [e.value for e in acc.Scalars("loss")] == pytest.approx([1.0 / (s + 1) for s in range(200)])
+
+
+def test_a_full_disk_on_a_metrics_only_call_is_raised_by_that_call(tmp_path, monkeypatch):
+    import weightwatch.events as events
+
+    monkeypatch.setattr(events, "SYNC_EVERY_S", 3600.0)  # no fsync due after the first: the inline path
+    ww = WeightWatch(nn.Sequential(nn.Linear(4, 3)), tmp_path / "run", schedule=10**6)
+    ww.log(0, loss=1.0)  # weights: the writer thread, which fsyncs (the first time)
+    ww.recorder.flush()
+    ww.log(1, loss=0.5)  # scalars only: written here
+    path, real = ww.recorder.writer.path, ww.recorder.writer._file
+    full = open("/dev/full", "wb", buffering=0)  # noqa: SIM115 - every write fails with ENOSPC
+
+    class DiskFull:
+        def write(self, data):
+            return full.write(data)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    ww.recorder.writer._file = DiskFull()
+    with pytest.raises(OSError, match=f"'{path}'.*No space left.*This log call is lost") as info:
+        ww.log(2, loss=0.25)
+    assert info.value.errno == errno.ENOSPC
+    ww.recorder.writer._file = real
+    full.close()
+    ww.log(3, loss=0.125)
+    ww.close()
+    assert [(e.step, e.value) for e in load(path).Scalars("loss")] == [(0, 1.0), (1, 0.5), (3, 0.125)]
+
+
+def test_threads_logging_at_once_leave_a_whole_file(tmp_path):
+    """Scalars-only calls (written by the caller) and weight logs (by the writer thread) from several
+    threads: every record whole and every value there, as TensorBoard reads it."""
+    import threading
+
+    ww = WeightWatch(nn.Sequential(nn.Linear(8, 4)), tmp_path / "run", schedule=10)
+
+    def worker(k: int) -> None:
+        for i in range(150):
+            step = 10 * (1000 * (k + 1) + i) + 1 + k  # never a multiple of 10: scalars only
+            ww.log(step, **{f"loss_{k}": float(i)})
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for step in range(0, 200, 10):
+        ww.log(step)  # weights, through the writer thread
+    for t in threads:
+        t.join()
+    path = ww.recorder.writer.path
+    ww.close()
+    acc = load(path)
+    for k in range(4):
+        assert sorted(e.value for e in acc.Scalars(f"loss_{k}")) == [float(i) for i in range(150)]
+    assert [e.step for e in acc.Histograms("weights/0")] == list(range(0, 200, 10))
+
+
+def test_object_storage_flushes_stay_on_the_writer_thread(tmp_path):
+    """A flush to a bucket is an upload: scalars-only batches still go through the writer thread."""
+    import threading
+
+    from weightwatch.object_events import ObjectEventWriter
+
+    flushed_on = []
+
+    class Recording(ObjectEventWriter):  # only what BackgroundWriter calls, without a bucket
+        def __init__(self):
+            self.done, self.path = False, tmp_path / "events"
+
+        @property
+        def closed(self):
+            return self.done
+
+        def write_many(self, events):
+            pass
+
+        def flush(self):
+            flushed_on.append(threading.current_thread().name)
+
+        def sync(self):
+            pass
+
+        def close(self):
+            self.done = True
+
+    writer = BackgroundWriter(Recording())
+    for _ in range(3):
+        writer.submit(lambda: [], inline=True)
+    writer.close()
+    assert flushed_on and all(name.startswith("weightwatch-writer") for name in flushed_on)

@@ -186,7 +186,13 @@ class BackgroundWriter:
     The queue holds one batch: ``submit`` first waits until the previous
     batch is in the OS, so when a log call returns every earlier one survives
     a crash of the process (even SIGKILL), which loses at most the batch in
-    flight. An error on the thread (disk
+    flight. A small batch (``inline=True``: a log call's scalars only) is
+    written on the calling thread instead when nothing is in flight, no
+    fsync is due and the file is local: serialising a few scalars costs less
+    than waking the thread, and a watcher logging the loss at every step would
+    otherwise wake a third thread at every step, which on a machine whose
+    cores all train stalls the training threads (see benchmarks/training.py).
+    An error on the thread (disk
     full, ...) is raised, with its own type and errno, by the next
     :meth:`submit`, :meth:`wait` or :meth:`close`. At interpreter exit pending
     batches are written (atexit); :meth:`close` drains, then closes the file.
@@ -197,6 +203,7 @@ class BackgroundWriter:
         self._queue: queue.Queue[BatchJob | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._synced = -float("inf")
+        self._writing = threading.Lock()  # the file: the thread's batch or an inline one, never both
         self._thread = threading.Thread(target=self._run, name=f"weightwatch-writer {writer.path.name}", daemon=True)
         self._thread.start()
         # at interpreter exit (weakref.finalize runs then), write what is pending
@@ -206,11 +213,15 @@ class BackgroundWriter:
     def closed(self) -> bool:
         return self.writer.closed
 
-    def submit(self, job: BatchJob) -> None:
+    def submit(self, job: BatchJob, *, inline: bool = False) -> None:
         """Queue one batch; returns once the previous batch is in the OS.
 
         When the previous batch failed, this one is still queued (the disk may
-        have room again) and the previous batch's error is raised.
+        have room again) and the previous batch's error is raised. With
+        ``inline``, the batch is written here, on the calling thread, when the
+        writer is idle, no fsync is due and the file is local (then this batch
+        too is in the OS on return; a write error is raised at once, naming
+        this call as lost).
         """
         try:
             self.wait()
@@ -220,6 +231,18 @@ class BackgroundWriter:
             raise
         if self.writer.closed:
             raise RuntimeError(f"event file {str(self.writer.path)!r} is already closed")
+        # local files only: a flush to object storage is an upload, never for the training thread
+        if inline and isinstance(self.writer, EventFileWriter) and time.monotonic() - self._synced < SYNC_EVERY_S:
+            with self._writing:
+                if not self._queue.unfinished_tasks:  # another thread's batch may have come in
+                    try:
+                        self.writer.write_many(job())
+                        self.writer.flush()
+                    except OSError as exc:
+                        raise _same_error(exc, f"weightwatch could not write to the event file "
+                                               f"{str(self.writer.path)!r}: {exc.strerror or exc}. This log call "
+                                               "is lost; free the disk or pass another log_dir.") from exc
+                    return
         self._queue.put(job)
 
     def wait(self) -> None:
@@ -254,21 +277,20 @@ class BackgroundWriter:
             written = False
             try:
                 if self._error is None:  # after a failure, drop batches until the caller has seen it
-                    self.writer.write_many(job())
-                    self.writer.flush()  # in the OS now: a crash of the process no longer loses it
+                    with self._writing:
+                        self.writer.write_many(job())
+                        self.writer.flush()  # in the OS now: a crash of the process no longer loses it
                     written = True
+                # durable against the machine going down too, at most every SYNC_EVERY_S: a log
+                # call per training step must not wait for the disk at every step
+                if written and time.monotonic() - self._synced >= SYNC_EVERY_S:
+                    with self._writing:
+                        self.writer.sync()
+                    self._synced = time.monotonic()
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 self._error = exc
             finally:
-                self._queue.task_done()
-            # durable against the machine going down too, at most every SYNC_EVERY_S: a log
-            # call per training step must not wait for the disk at every step
-            if written and time.monotonic() - self._synced >= SYNC_EVERY_S:
-                try:
-                    self.writer.sync()
-                    self._synced = time.monotonic()
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                    self._error = exc
+                self._queue.task_done()  # after the fsync: wait() then covers it, and the next submit sees it
 
 
 def _drain_at_exit(pending: queue.Queue, thread: threading.Thread) -> None:

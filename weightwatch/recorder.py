@@ -204,7 +204,8 @@ class Recorder:
         if snapshot is not None:
             self.last_snapshot = snapshot
         wall = time.time()
-        self._background.submit(lambda: self._log_events(int(step), wall, values, snapshot, config))
+        self._background.submit(lambda: self._log_events(int(step), wall, values, snapshot, config),
+                                inline=snapshot is None)  # scalars only: cheaper here than waking the writer
         if self._sketch_error is not None:  # an earlier log's sketch could not be written (this log is queued)
             exc, self._sketch_error = self._sketch_error, None
             raise exc
