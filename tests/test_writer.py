@@ -55,19 +55,14 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def run_child(log_dir, mode: str) -> dict[int, float]:
-    """Start the child, wait for its LOGS log calls to return, SIGKILL it (unless it exits)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(log_dir), str(LOGS), mode],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    means = {}
+def printed_then_killed(script: str, args: list[str], lines: int, exits: bool = False) -> list[str]:
+    """Run ``script`` with ``args``, read ``lines`` lines of its output, then SIGKILL it (or, with
+    ``exits``, wait for it to exit 0); returns those lines."""
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        for line in proc.stdout:
-            step, mean = line.split()
-            means[int(step)] = float(mean)
-            if len(means) == LOGS:
-                break
-        if mode == "exit":
+        got = [line for _, line in zip(range(lines), proc.stdout)]
+        if exits:
             assert proc.wait(timeout=120) == 0
         else:
             os.kill(proc.pid, signal.SIGKILL)
@@ -76,8 +71,14 @@ def run_child(log_dir, mode: str) -> dict[int, float]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert len(means) == LOGS, "the child died before logging"
-    return means
+    assert len(got) == lines, "the child died before logging"
+    return got
+
+
+def run_child(log_dir, mode: str) -> dict[int, float]:
+    """Start the child, wait for its LOGS log calls to return, SIGKILL it (unless it exits)."""
+    lines = printed_then_killed(CHILD, [str(log_dir), str(LOGS), mode], LOGS, exits=mode == "exit")
+    return {int(step): float(mean) for step, mean in (line.split() for line in lines)}
 
 
 @pytest.mark.parametrize("mode", ["kill", "slow-disk", "exit"])
@@ -166,16 +167,7 @@ METRICS_CHILD = textwrap.dedent("""
 def test_a_kill_after_metrics_only_calls_loses_none_of_them(tmp_path):
     """The scalars-only calls written on the caller's thread are in the OS when each returns."""
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", METRICS_CHILD, str(run), "200"], stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        returned = [int(line) for _, line in zip(range(200), proc.stdout)]
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    returned = [int(line) for line in printed_then_killed(METRICS_CHILD, [str(run), "200"], 200)]
     assert returned == list(range(200))
     acc = load(run)
     assert [e.step for e in acc.Scalars("loss")] == list(range(200))  # not even the last one lost
