@@ -247,10 +247,11 @@ def reduce_kernel(kernel: np.ndarray, nodes: int, bins: int, input_units: int = 
         finite = bool(np.isfinite(lo))
         rlo, rhi = histogram_range(float(lo), float(hi), finite)
         edges = bin_edges(rlo, rhi, bins)
-        if estimate_is_safe(edges, w.dtype):
+        slack = estimate_slack(edges, w.dtype)
+        if estimate_is_safe(edges, w.dtype) and slack < 0.5:  # then the estimate is at most one bin off
             blo, scale = bin_scale(rlo, rhi, bins)
             counts = histogram(w.reshape(-1), thresholds(edges, w.dtype), w.dtype.type(blo), w.dtype.type(scale),
-                               w.dtype.type(estimate_slack(edges, w.dtype)), blocks_for(w.size, threads))
+                               w.dtype.type(slack), blocks_for(w.size, threads))
         else:  # bins a few ulps wide: the estimate could be more than one bin off
             counts = np.histogram(w, bins=edges)[0].astype(np.int64)
     nonfinite = 0
