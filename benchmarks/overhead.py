@@ -18,7 +18,7 @@ all alike. Then a scaling table: weightwatch and the floor against parameter
 count (``--sizes``, equal linear layers) and against layer count at a fixed
 total. Results go to benchmarks/RESULTS.md.
 
-    python benchmarks/overhead.py [--models resnet18 resnet50 vit_b_16 dnn] [--repeats 5]
+    python benchmarks/overhead.py [--models resnet18 resnet50 vit_b_16 dnn] [--repeats 5] [--traced]
 """
 
 from __future__ import annotations
@@ -177,10 +177,12 @@ def median_times(methods: dict[str, Callable[[int], None]], repeats: int) -> dic
 
 
 def measure(model_name: str, repeats: int, tmp: Path, device: str = "cpu",
-            dtype: torch.dtype = torch.float32) -> tuple[int, int, dict[str, float], dict[str, int]]:
+            dtype: torch.dtype = torch.float32,
+            traced: bool = False) -> tuple[int, int, dict[str, float], dict[str, int]]:
     model = make_model(model_name).to(device=device, dtype=dtype)
     n_params = sum(p.numel() for p in model.parameters())
-    ww, close_ww = weightwatch_log(model, tmp / f"{model_name}-ww")
+    example = example_input(model_name).to(device=device, dtype=dtype) if traced else None
+    ww, close_ww = weightwatch_log(model, tmp / f"{model_name}-ww", example=example)
     ww(0)  # first call: loads (and, the very first time, compiles) the kernels
     methods = {"weightwatch": ww, "floor": floor_log(model)}
     closers = [close_ww]
@@ -243,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--section", default="Logging overhead (benchmarks/overhead.py)",
                         help="the RESULTS.md section to write")
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
+    parser.add_argument("--traced", action="store_true",
+                        help="trace each model's data flow first (example_input=), as after a user's first forward "
+                             "pass: the complex-network strengths then include the outgoing terms")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
 
@@ -251,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     columns: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            n_params, layers, times, memory = measure(name, args.repeats, Path(tmp), args.device, dtype)
+            n_params, layers, times, memory = measure(name, args.repeats, Path(tmp), args.device, dtype, args.traced)
             peer_names = [k for k in times if k not in ("weightwatch", "floor")]
             columns = peer_names
             ww, fl = times["weightwatch"], times["floor"]
@@ -266,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     body = "\n".join([
         f"Command: `python benchmarks/overhead.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
         f"on this machine ({os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} "
-        f"threads), {args.device}, {args.dtype}, "
+        f"threads), {args.device}, {args.dtype}, {'data flow traced, ' if args.traced else 'untraced, '}"
         "random weights. Wall time per log call, median of the repeats, every method interleaved in one "
         "process. weightwatch is log + drain (the background writer's write and fsync included). "
         "In brackets: how many times weightwatch's time a peer takes. Peak extra memory: resident memory "
