@@ -48,22 +48,18 @@ def data(size: int | None, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images.repeat(1, channels, 1, 1), torch.tensor(y)
 
 
-def paper_images() -> tuple[torch.Tensor, torch.Tensor]:
-    from paper.data import load_images
-
-    images = load_images(warn=lambda line: print(line, file=sys.stderr))
-    return images.x_train, images.y_train
+#: The paper's families as benchmarks/paper builds them: (family, width).
+PAPER = {"paper-dnn": ("dnn", 100), "paper-cnn": ("cnn", 16)}
 
 
 def make(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor, int]:
     """(model, images, labels, batch size)."""
-    if name == "paper-dnn":
-        x, y = paper_images()
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(),
-                             nn.Linear(100, 10)), x, y, 100
-    if name == "paper-cnn":
-        x, y = paper_images()
-        return nn.Sequential(nn.Conv2d(1, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 26 * 26, 10)), x, y, 100
+    if name in PAPER:
+        from paper.data import load_images
+        from paper.models import build_module
+
+        images = load_images(warn=lambda line: print(line, file=sys.stderr))
+        return build_module(*PAPER[name]), images.x_train, images.y_train, 100
     if name == "dnn":
         x, y = data(28, 1)
         model = nn.Sequential(nn.Flatten(), nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(),
@@ -82,7 +78,7 @@ def train(name: str, mode: str, epochs: int, log_dir: Path) -> tuple[list[float]
     """(wall time of each epoch, share of the training time spent inside ww.log)."""
     torch.manual_seed(0)
     model, x, y, batch = make(name)
-    opt = (torch.optim.Adam(model.parameters(), lr=1e-3) if name.startswith("paper-")
+    opt = (torch.optim.Adam(model.parameters(), lr=1e-3) if name in PAPER
            else torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
     schedule = 100 if mode == "every 100 steps" else 1
     ww = WeightWatch(model, log_dir, schedule=schedule) if mode != "no watcher" else None
@@ -116,8 +112,8 @@ def train(name: str, mode: str, epochs: int, log_dir: Path) -> tuple[list[float]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["dnn", "cnn", "resnet18", "paper-dnn", "paper-cnn"],
-                        choices=["dnn", "cnn", "resnet18", "paper-dnn", "paper-cnn"])
+    parser.add_argument("--models", nargs="+", default=["dnn", "cnn", "resnet18", *PAPER],
+                        choices=["dnn", "cnn", "resnet18", *PAPER])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")

@@ -52,8 +52,8 @@ DESCRIPTION = {
 }
 
 
-def population(root: Path, kind: str, n: int) -> tuple[list, list]:
-    """(fit runs, held-out runs), training the population first when it is not there."""
+def population(root: Path, kind: str, n: int) -> list:
+    """The population's runs sorted by name (see :func:`split`), training it first when it is not there."""
     base = root / kind
     if not (base / "DONE").exists() or (base / "DONE").read_text().split()[:2] != [kind, str(n)]:
         pd.make(kind, base, n)
