@@ -14,6 +14,7 @@ import numpy as np
 
 from .layers import LayerInfo
 from .ops.raw import RawLayer
+from .ops.units import unit_moments
 
 PERCENTILES = (0, 25, 50, 75, 100)
 WEIGHT_STATS = ("mean", "std", "min", "max", "l2", *(f"p{q}" for q in PERCENTILES), "nonfinite")
@@ -204,10 +205,9 @@ def node_strength(info: LayerInfo, raw: RawLayer, outgoing: np.ndarray | None) -
         signed = incoming
         fluctuation = float(signed.std())
     else:
-        # a conv's in-term is the same at every position (its whole kernel plus bias)
-        units = incoming[:, None] + outgoing.reshape(info.nodes, -1)
-        signed = units.mean(axis=1)
-        fluctuation = float(units.std())
+        # a conv's in-term is the same at every position (its whole kernel plus bias); one pass per
+        # moment over the (nodes, P) units instead of numpy's temporaries
+        signed, fluctuation = unit_moments(incoming, outgoing.reshape(info.nodes, -1))
     heads = np.zeros(0)
     if info.heads > 1 and info.nodes % info.heads == 0:
         heads = s.reshape(info.heads, -1).mean(axis=1)
