@@ -19,7 +19,8 @@ import pytest
 import reference as ref
 import tb_read
 from weightwatch import LayerInfo, LayerTensors, Recorder
-from weightwatch.flow import consumer_input_sums, order_flow, outgoing_terms
+from weightwatch.flow import consumer_input_sums, order_flow
+from weightwatch.outgoing import outgoing_terms
 from weightwatch.ops.cpu import reduce_kernel
 from weightwatch.stats import histogram_percentiles, merged_percentiles, vector_stats
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from weightwatch.flow import Edge, Flow, outgoing_terms
+from weightwatch.flow import Edge, Flow, consumer_input_sums
+from weightwatch.outgoing import OutgoingTerms, outgoing_terms
 from weightwatch.layers import LayerInfo
 
 
@@ -117,3 +118,25 @@ def test_a_plan_is_remade_when_the_edges_change():
     np.testing.assert_allclose(outgoing_terms(flow, producer, sums, scales, True),
                                by_definition(flow, producer, sums, scales, True), rtol=1e-12, atol=1e-12)
     assert outgoing_terms(Flow(), producer, sums, scales, True) is None
+
+
+def test_lazy_terms_equal_the_eager_ones_and_release_the_sums():
+    """Two producers feeding one consumer (a residual add) and one of them a second: each term as
+    outgoing_terms gives it, computed when asked, and no consumer's sums kept once all are read."""
+
+
+    rng = np.random.default_rng(11)
+    a, b = linear("a", 3, 2), linear("b", 3, 2)
+    infos = {"c": linear("c", 4, 3), "d": linear("d", 2, 3)}
+    flow = Flow(edges=[Edge("a", "c", np.arange(3)), Edge("b", "c", np.arange(3)), Edge("a", "d", np.arange(3))])
+    columns = {"c": rng.normal(size=3), "d": rng.normal(size=3)}
+    sums = {n: consumer_input_sums(infos[n], columns[n], None) for n in infos}
+    terms = OutgoingTerms(flow, {0: a, 5: b}, columns, infos, {}, False)
+    assert sorted(terms) == [0, 5] and len(terms) == 2
+    np.testing.assert_allclose(terms[5], outgoing_terms(flow, b, sums, {}, False))
+    assert "c" in terms._sums  # still needed by a
+    np.testing.assert_allclose(terms[0], columns["c"] + columns["d"])
+    assert not terms._sums
+    moved = terms.renumbered({5: 1})
+    assert list(moved) == [1]
+    np.testing.assert_allclose(moved[1], columns["c"])

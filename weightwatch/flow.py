@@ -24,7 +24,7 @@ builds by loops).
 Several consumers add up: a unit read by two layers (a residual stream, a
 projection shared by two heads) gets the sum of both outgoing terms.
 
-numpy, and one compiled loop for the per-unit sums (:mod:`weightwatch.ops.units`); no framework import.
+The outgoing terms themselves are summed in :mod:`weightwatch.outgoing`. Pure numpy; no framework import.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .layers import LayerInfo
-from .ops.units import add_scaled, scatter_add
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Edge:
         norms: the normalisation layers passed on the way, as (norm layer
             name, index into its scale vector for each consumer input unit,
             -1 where it does not apply); their scale is folded into the
-            outgoing weights when asked (see :func:`outgoing_terms`).
+            outgoing weights when asked (see :func:`weightwatch.outgoing.outgoing_terms`).
     """
 
     producer: str
@@ -104,16 +104,10 @@ class Flow:
     geometry: dict[str, ConvGeometry] = field(default_factory=dict)
     method: str = "order"
     lost: list[str] = field(default_factory=list)
-    _plans: dict[int, tuple[Edge, _EdgePlan]] = field(default_factory=dict, repr=False, compare=False)
+    # per-edge plans of weightwatch.outgoing, made on first use
+    _plans: dict[int, tuple[Edge, Any]] = field(default_factory=dict, repr=False, compare=False)
     _index: dict[str, list[Edge]] = field(default_factory=dict, repr=False, compare=False)
     _index_key: tuple[int, ...] = field(default=(), repr=False, compare=False)
-
-    def plan(self, edge: Edge, size: int, producer_units: int, nodes: int) -> _EdgePlan:
-        """The edge's :class:`_EdgePlan` for consumer input sums of ``size``, made on first use."""
-        cached = self._plans.get(id(edge))
-        if cached is None or cached[0] is not edge or cached[1].size != size:
-            cached = self._plans[id(edge)] = (edge, _plan(edge, size, producer_units, nodes))
-        return cached[1]
 
     def consumers(self, producer: str) -> list[Edge]:
         """The edges leaving ``producer``, in the order found (indexed once per change of :attr:`edges`:
@@ -241,143 +235,3 @@ def conv_input_sums(sums: np.ndarray, geometry: ConvGeometry | None) -> np.ndarr
         # after every axis the result is (C_in, *input_spatial), C-contiguous (BLAS, no einsum transposes)
         out = np.tensordot(out, _hits(sums.shape[1 + axis], geometry, axis), axes=([1], [0]))
     return np.ascontiguousarray(out)
-
-
-def _constant_runs(index: np.ndarray) -> int:
-    """The longest run length L such that ``index`` is ``index[::L]`` with each entry repeated L
-    times (a norm's channel index over a conv consumer's (C_in, *spatial) units: L = positions)."""
-    n = index.size
-    if n == 0:
-        return 1
-    starts = np.flatnonzero(np.diff(index)) + 1
-    run = int(starts[0]) if starts.size else n
-    if n % run or np.any(index.reshape(-1, run) != index[::run, None]):
-        return 1
-    return run
-
-
-def _runs(index: np.ndarray) -> tuple[np.ndarray, int]:
-    """``(index[::run], run)``, ``index`` compressed by :func:`_constant_runs`."""
-    run = _constant_runs(index)
-    return np.ascontiguousarray(index[::run]), run
-
-
-@dataclass(frozen=True)
-class _EdgePlan:
-    """What one :class:`Edge` does to its consumer's input sums, worked out once: the index maps
-    are fixed, so each log pays only for the arithmetic (see :func:`outgoing_terms`).
-
-    The edge's M kept units (those that read this producer) each take the consumer input sum
-    ``col`` and add it, times the norms' scales, to producer unit ``read``.
-
-    Attributes:
-        size: the consumer input sums it was planned for (re-planned if that changes).
-        times: how many tokens read each unit alike (identical token rows folded into one).
-        col: (M,) the consumer input sum of each kept unit; None for the identity.
-        read: (M,) the producer unit (channel, when pooled) of each kept unit.
-        col_norms: (norm name, scale index per run of ``run`` consumer input sums, ``run``): the
-            norms whose scale depends only on the consumer input (every case but an odd per-token one).
-        unit_norms: the same, indexed per kept unit.
-        identity: kept unit i is consumer input i and reads producer unit i, for every one.
-        pooled_counts: when pooled, how many kept units read each producer channel (at least 1).
-    """
-
-    size: int
-    times: float
-    col: np.ndarray | None
-    read: np.ndarray
-    col_norms: tuple[tuple[str, np.ndarray, int], ...]
-    unit_norms: tuple[tuple[str, np.ndarray, int], ...]
-    identity: bool
-    pooled_counts: np.ndarray | None
-
-
-def _same_rows(a: np.ndarray, tile: int) -> bool:
-    rows = a.reshape(tile, -1)
-    return bool(np.array_equal(rows, np.broadcast_to(rows[0], rows.shape)))
-
-
-def _plan(edge: Edge, size: int, producer_units: int, nodes: int) -> _EdgePlan:
-    read = edge.units.reshape(-1)
-    norms = [(name, index.reshape(-1)) for name, index in edge.norms]
-    tile = max(read.size // max(size, 1), 1)
-    times = 1.0
-    if tile > 1 and all(_same_rows(a, tile) for a in [read, *(i for _, i in norms)]):
-        # every token reads the same units through the same norm entries: one row, counted tile times
-        read, norms, times, tile = read[:size], [(n, i[:size]) for n, i in norms], float(tile), 1
-    per_col = [tile == 1 or _same_rows(i, tile) for _, i in norms]
-    col_norms = tuple((n, *_runs(i[:size])) for (n, i), c in zip(norms, per_col) if c)
-    kept = np.flatnonzero(read >= 0)
-    everything = kept.size == read.size
-    col = None if tile == 1 and everything else np.ascontiguousarray(kept % size)
-    read = np.ascontiguousarray(read[kept])
-    unit_norms = tuple((n, *_runs(i[kept])) for (n, i), c in zip(norms, per_col) if not c)
-    if col is not None and not unit_norms:  # in producer-unit order: the scatter writes memory in sequence
-        order = np.argsort(read, kind="stable")
-        read, col = read[order], col[order]
-    identity = (col is None and not edge.pooled and not unit_norms and read.size == producer_units
-                and np.array_equal(read, np.arange(producer_units)))
-    counts = None
-    if edge.pooled:  # the folded token rows count as often as they were read
-        counts = np.maximum(np.bincount(read, minlength=nodes)[:nodes] * times, 1.0)
-    return _EdgePlan(size, times, col, read, col_norms, unit_norms, bool(identity), counts)
-
-
-def _scaled(weights: np.ndarray, norms: Sequence[tuple[str, np.ndarray, int]],
-            scales: Mapping[str, np.ndarray]) -> np.ndarray:
-    """``weights`` (a new array when any norm applies) times each norm's scale, per run of units."""
-    for norm, index, run in norms:
-        weights = (weights.reshape(-1, run) * _factor(scales[norm], index)[:, None]).reshape(-1)
-    return weights
-
-
-def _factor(scale: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """A norm's scale at each ``index`` (float64), 1 where the index is -1 (the norm does not apply)."""
-    return np.where(index >= 0, np.asarray(scale, dtype=np.float64)[np.maximum(index, 0)], 1.0)
-
-
-def outgoing_terms(flow: Flow, producer: LayerInfo, sums: Mapping[str, np.ndarray],
-                   scales: Mapping[str, np.ndarray], fold_norm_scale: bool) -> np.ndarray | None:
-    """The outgoing term of each unit of ``producer``, summed over its consumers.
-
-    Args:
-        sums: consumer name -> :func:`consumer_input_sums` of it.
-        scales: norm layer name -> its scale vector (gamma), used when ``fold_norm_scale``.
-    Returns:
-        (nodes * P,) in unit order (``c * P + p``), or None when nothing consumes it.
-    """
-    edges = flow.consumers(producer.name)
-    if not edges:
-        return None
-    positions = flow.positions.get(producer.name, 1)
-    units = producer.nodes * positions
-    total = np.empty(units)
-    first = True  # the first edge writes total, the others add to it
-    for edge in edges:
-        weights = np.asarray(sums[edge.consumer], dtype=np.float64).reshape(-1)
-        plan = flow.plan(edge, weights.size, units, producer.nodes)
-        col_norms = plan.col_norms if fold_norm_scale else ()
-        if plan.times != 1.0:
-            weights = weights * plan.times
-        if plan.identity:  # the common case: one fused pass, the last norm's scale applied on the way
-            weights = _scaled(weights, col_norms[:-1], scales)
-            norm, index, run = col_norms[-1] if col_norms else (None, None, weights.size)
-            factor = _factor(scales[norm], index) if norm is not None else np.ones(1)
-            add_scaled(total, np.ascontiguousarray(weights), factor, run, first)
-        else:
-            weights = _scaled(weights, col_norms, scales)
-            if fold_norm_scale and plan.unit_norms:  # rare: a per-token norm index that varies by token
-                weights = _scaled(weights[plan.col] if plan.col is not None else weights, plan.unit_norms, scales)
-                col = None
-            else:
-                col = plan.col
-            if first:
-                total[:] = 0.0
-            if edge.pooled:
-                picked = weights[col] if col is not None else weights
-                per_channel = np.bincount(plan.read, weights=picked, minlength=producer.nodes)[:producer.nodes]
-                total += np.repeat(per_channel / plan.pooled_counts, positions)
-            else:
-                scatter_add(total, plan.read, col, np.ascontiguousarray(weights))
-        first = False
-    return total

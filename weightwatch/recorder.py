@@ -22,7 +22,8 @@ from typing import Any
 
 from . import __version__, summaries
 from .events import BackgroundWriter, EventFileWriter
-from .flow import Flow, column_request, consumer_input_sums, kernel_rows, order_flow, outgoing_terms
+from .flow import Flow, column_request, kernel_rows, order_flow
+from .outgoing import OutgoingTerms
 from .layers import LayerInfo, LayerTensors
 from .ops import KernelJob, RawLayer, reduce_jobs
 from .object_events import ObjectEventWriter
@@ -245,8 +246,7 @@ class Recorder:
         if len(present) == len(self.layers):
             return summarize(step, self.layers, raws, outgoing)
         index = {i: k for k, i in enumerate(present)}
-        return summarize(step, [self.layers[i] for i in present], raws,
-                         {index[i]: term for i, term in outgoing.items() if i in index})
+        return summarize(step, [self.layers[i] for i in present], raws, outgoing.renumbered(index))
 
     def _columns_wanted(self, present: Sequence[LayerInfo]) -> dict[str, tuple[int, int]]:
         """The layers whose column sums the outgoing terms of ``present`` read, each with its
@@ -263,8 +263,9 @@ class Recorder:
         return {name: column_request(infos[name], self.flow.geometry.get(name))
                 for name in sorted(names) if name in infos}
 
-    def _outgoing(self, tensors: Sequence[LayerTensors | None], columns: Mapping[str, Any]) -> dict[int, Any]:
-        """Each watched layer's outgoing term, from the column sums of its consumers' kernels.
+    def _outgoing(self, tensors: Sequence[LayerTensors | None], columns: Mapping[str, Any]) -> OutgoingTerms:
+        """Each watched layer's outgoing term, from the column sums of its consumers' kernels, computed
+        when :func:`summarize` asks for it (:class:`weightwatch.outgoing.OutgoingTerms`).
 
         Args:
             columns: layer name -> its ``RawLayer.col_sum`` from this log's reduction (see
@@ -273,21 +274,16 @@ class Recorder:
         time (not readable, or not passed in ``context``) gets none.
         """
         infos = {**self.context, **{layer.name: layer for layer in self.layers}}
-        consumers = {e.consumer for e in self.flow.edges}
-        sums = {name: consumer_input_sums(infos[name], col, self.flow.geometry.get(name))
-                for name, col in columns.items() if name in consumers}
         scales = dict(columns) if self.fold_norm_scale else {}  # a norm's column sums are its scale vector
-        out = {}
+        producers = {}
         for i, layer in enumerate(self.layers):
             edges = self.flow.consumers(layer.name)
-            if not layer.has_nodes or tensors[i] is None or any(
-                    e.consumer not in sums or any(n not in scales for n, _ in e.norms) and self.fold_norm_scale
-                    for e in edges):
+            if not layer.has_nodes or tensors[i] is None or not edges or any(
+                    e.consumer not in columns or e.consumer not in infos
+                    or any(n not in scales for n, _ in e.norms) and self.fold_norm_scale for e in edges):
                 continue
-            term = outgoing_terms(self.flow, layer, sums, scales, self.fold_norm_scale)
-            if term is not None:
-                out[i] = term
-        return out
+            producers[i] = layer
+        return OutgoingTerms(self.flow, producers, columns, infos, scales, self.fold_norm_scale)
 
     def close(self, success: bool = True) -> None:
         """Mark the run finished in the HParams dashboard, drain the writer and close the file. Idempotent."""

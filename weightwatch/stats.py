@@ -239,7 +239,7 @@ def summarize(step: int, layers: Sequence[LayerInfo], raws: Sequence[RawLayer],
     Args:
         layers / raws: aligned, one per watched layer.
         outgoing: ``{i: (nodes * P,)}``, the outgoing term of layer i's units
-            (see :func:`weightwatch.flow.outgoing_terms`); layers without one get
+            (see :func:`weightwatch.outgoing.outgoing_terms`); layers without one get
             incoming + bias only.
     """
     out = []
