@@ -226,3 +226,35 @@ def test_sharded_reductions_equal_the_whole_kernel():
         assert got.total == pytest.approx(want.total, rel=1e-9) and got.total_sq == pytest.approx(want.total_sq)
         np.testing.assert_array_equal(got.bias, bias)
         np.testing.assert_array_equal(got.sample, w.reshape(-1)[sample])
+
+
+def _union_cdf_percentile(hists, q):
+    """By the definition: the sum of every histogram's piecewise-linear CDF, evaluated on a fine
+    grid that holds every edge, inverted at q% of the mass."""
+    grid = np.unique(np.concatenate([np.concatenate([e for e, _ in hists]),
+                                     np.linspace(min(e[0] for e, _ in hists), max(e[-1] for e, _ in hists), 20001)]))
+    cdf = sum(np.interp(grid, e, np.concatenate([[0.0], np.cumsum(c)])) for e, c in hists)
+    return float(np.interp(q / 100.0 * cdf[-1], cdf, grid))
+
+
+def test_merged_percentiles_of_many_histograms_equal_the_summed_cdf():
+    """Hundreds of layers' histograms on their own edges (the network-wide percentiles of a deep
+    model): the same percentiles as inverting the sum of their CDFs."""
+    rng = np.random.default_rng(8)
+    hists = []
+    for _ in range(300):
+        lo, width, bins = rng.normal(), rng.exponential() + 0.01, int(rng.integers(1, 65))
+        hists.append((np.linspace(lo, lo + width, bins + 1), rng.integers(0, 40, bins)))
+    lo, hi = min(e[0] for e, _ in hists), max(e[-1] for e, _ in hists)
+    merged = merged_percentiles(hists, (0, 10, 25, 50, 75, 90, 100), lo, hi)
+    assert merged[0] == lo and merged[100] == hi
+    for q in (10, 25, 50, 75, 90):
+        assert merged[q] == pytest.approx(_union_cdf_percentile(hists, q), abs=1e-9)
+
+
+def test_merged_percentiles_with_a_zero_width_bin():
+    """A bin whose edges coincide is all its count at one point: the CDF steps there. By hand:
+    10 values uniform on [0, 1] and 10 at 0.5; CDF 10x below 0.5, 15 at it, 10x + 10 above."""
+    hists = [(np.array([0.0, 1.0]), np.array([10])), (np.array([0.5, 0.5]), np.array([10]))]
+    merged = merged_percentiles(hists, (10, 25, 50, 75, 90), 0.0, 1.0)
+    assert merged == pytest.approx({10: 0.2, 25: 0.5, 50: 0.5, 75: 0.5, 90: 0.8})

@@ -126,3 +126,19 @@ def test_sortable_keys_order_like_the_floats_and_map_back(numpy_dtype):
     assert not np.signbit(nan_bits[0]) and np.signbit(nan_bits[1])
     assert nan_keys[0] > keys[2] and nan_keys[1] < keys[3]  # beyond +inf and -inf
     assert all(np.isnan(key_to_float(k, w.dtype)) for k in nan_keys)
+
+
+def test_the_strength_histogram_is_numpys():
+    """The node-strength histograms (small vectors, binned on the host) have numpy.histogram's edges
+    and counts, values on the edges, integer-valued and constant vectors included."""
+    from weightwatch.tags import small_histogram
+
+    rng = np.random.default_rng(12)
+    for t in range(400):
+        n, bins = int(rng.integers(1, 300)), int(rng.integers(1, 70))
+        values = [rng.normal(size=n), np.round(rng.normal(size=n), 1), np.full(n, rng.normal()),
+                  rng.integers(-3, 4, n).astype(float)][t % 4]
+        counts, edges = small_histogram(values, bins)
+        want_counts, want_edges = np.histogram(values, bins=bins)
+        np.testing.assert_array_equal(edges, want_edges)
+        np.testing.assert_array_equal(counts, want_counts)

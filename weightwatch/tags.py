@@ -53,5 +53,21 @@ def histogram_tags(snapshot: Snapshot, bins: int) -> Iterator[tuple[str, np.ndar
             s = layer.strength.strength
             finite = s[np.isfinite(s)]
             if finite.size:
-                counts, edges = np.histogram(finite, bins=bins)
+                counts, edges = small_histogram(finite, bins)
                 yield f"{STRENGTH}/{layer.info.name}", edges, counts, float(finite.sum()), float(finite @ finite)
+
+
+def small_histogram(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """``numpy.histogram(values, bins=bins)`` for a finite (n,) vector, without its per-call overhead
+    (a node-strength vector per layer, every log: 60 us each for a thousand layers adds up).
+
+    Same edges (``linspace`` over [min, max], widened by 0.5 each way when constant) and the same
+    counts: bin i is [edges[i], edges[i + 1]), the last one closed, each value placed by
+    comparison with the edges themselves. Returns (counts (bins,), edges (bins + 1,)).
+    """
+    lo, hi = float(values.min()), float(values.max())
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    index = np.minimum(np.searchsorted(edges, values, side="right") - 1, bins - 1)
+    return np.bincount(index, minlength=bins), edges

@@ -88,10 +88,18 @@ def reduce_jobs(jobs: Sequence[KernelJob], bins: int, *, on_device: bool | None 
     kernels = {i: to_numpy(jobs[i].kernel) for i in host}
     threads = layer_threads(sum(k.size for k in kernels.values()), len(host))
     if threads > 1:  # whole layers to a pool, the largest first
-        order = sorted(host, key=lambda i: -kernels[i].size)
+        # each worker takes the next layer from one shared iterator (next() on it holds the GIL): a
+        # thread that loses its core delays one layer, and a thousand small layers cost a few futures,
+        # not a thousand of them handed over one by one
+        order = iter(sorted(host, key=lambda i: -kernels[i].size))
+
+        def work() -> None:
+            for i in order:
+                results[i] = _reduce_host(jobs[i], kernels[i], bins, 1)
+
         pool = _layer_pool(threads)
-        for i, raw in zip(order, pool.map(lambda i: _reduce_host(jobs[i], kernels[i], bins, 1), order)):
-            results[i] = raw
+        for future in [pool.submit(work) for _ in range(threads)]:
+            future.result()  # raises the first error of that worker
     else:
         for i in host:
             results[i] = _reduce_host(jobs[i], kernels[i], bins, None)
