@@ -10,11 +10,13 @@ held-out runs, the ROC AUC of "ends in the top half" for:
 - the best curve extrapolation: the raw extrapolation fit chose as best at that epoch;
 - the weights-only model: the same fit restricted to the ``weights`` family;
 
-and, from the fit, the cross-validated choice per epoch. Early "non"
+and, from the fit, the cross-validated choice per epoch (with ``--cv-repeats``, passed to fit: a
+family that beat the metric so far on the first fold split is used only if it still does on that
+many further splits). Early "non"
 detection: precision and recall, on the held-out runs, of the first-epoch
 flag against compare's "non" group. The references of the first split (fit
 runs: the first by name) are saved as ``--root/<kind>.ww``
-(benchmarks/pruning.py replays with them).
+(benchmarks/pruning.py replays with them), every split's rows as ``--root/verdict.json``.
 
 With ``--splits K`` the same is repeated on K-1 further random splits of the
 same population (seeded, the same sizes), and a second table gives, per epoch,
@@ -22,12 +24,13 @@ the mean held-out AUC over the K splits and in how many splits the verdict
 fell below the metric so far or the weights-only model: 40 held-out runs
 make one split's AUC move by 0.01 for four pairs of runs.
 
-    python benchmarks/verdict.py [--root runs/bench-digits] [--runs 100] [--fit-runs 60] [--splits 1]
+    python benchmarks/verdict.py [--root runs/bench-digits] [--runs 100] [--fit-runs 60] [--splits 1] [--cv-repeats 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections import Counter
@@ -40,7 +43,7 @@ import populations_digits as pd  # noqa: E402
 from _results import update_section  # noqa: E402
 
 from weightwatch.analysis import Reference, final_metric, fit, load_runs  # noqa: E402
-from weightwatch.analysis.classification.evaluation import precision_recall  # noqa: E402
+from weightwatch.analysis.classification.evaluation import CV_REPEATS, MARGIN, precision_recall  # noqa: E402
 from weightwatch.analysis.comparison.groups import group_runs  # noqa: E402
 
 TITLE = "Verdict vs the learning curve, digits (benchmarks/verdict.py)"
@@ -74,10 +77,11 @@ def split(runs: list, fit_runs: int, index: int) -> tuple[list, list]:
     return [runs[i] for i in order[:fit_runs]], [runs[i] for i in order[fit_runs:]]
 
 
-def evaluate(kind: str, runs: list, fit_runs: int, root: Path, cv: int, index: int = 0) -> dict:
+def evaluate(kind: str, runs: list, fit_runs: int, root: Path, cv: int, index: int = 0,
+             cv_repeats: int = CV_REPEATS) -> dict:
     train, test = split(runs, fit_runs, index)
     t0 = time.perf_counter()
-    result = fit(train, metric="val_accuracy", top=0.5, cv=cv,
+    result = fit(train, metric="val_accuracy", top=0.5, cv=cv, cv_repeats=cv_repeats,
                  progress=lambda line: print(f"  {kind} split {index} fit {line}", flush=True))
     fit_s = time.perf_counter() - t0
     path = root / (f"{kind}.ww" if index == 0 else f"{kind}-split{index}.ww")
@@ -99,7 +103,8 @@ def evaluate(kind: str, runs: list, fit_runs: int, root: Path, cv: int, index: i
         rows.append({"step": step, "verdict": auc(y, p), "metric": auc(y, so_far), "extrapolation": auc(y, ext),
                      "extrapolation_curve": best, "weights": auc(y, pw), "cv_family": c["family"],
                      "cv_auc": c["auc"], "cv_metric": c["baselines"]["metric_so_far"]["auc"],
-                     "cv_weights": c["families"]["weights"].get("auc"), "nothing": c["weights_add_nothing"]})
+                     "cv_weights": c["families"]["weights"].get("auc"), "nothing": c["weights_add_nothing"],
+                     "challenger": c.get("challenger")})
     groups = {id(lab.run): lab.group for lab in group_runs(test, "val_accuracy").labelled}
     non = np.array([groups.get(id(r)) == "non" for r in test])
     first = ref.steps[0].step
@@ -165,7 +170,25 @@ def over_splits(splits: list[dict]) -> list[str]:
         lines.append(f"| {row['step']} | {fmt(mean['verdict'])} | {fmt(mean['metric'])} | "
                      f"{fmt(mean['extrapolation'])} | {fmt(mean['weights'])} | {below_m} of {k} | "
                      f"{below_w} of {k} | {chose} |")
-    return lines + [""]
+    return lines + challengers(splits) + [""]
+
+
+def challengers(splits: list[dict]) -> list[str]:
+    """One line: how often fit used a family other than the metric so far, how often that lost held out,
+    and how many challengers the repeats turned down that the first split alone would have used."""
+    rows = [r for s in splits for r in s["rows"]]
+    chose = [r for r in rows if r["cv_family"] != "metric"]
+    lost = sum(r["verdict"] < r["metric"] - 1e-12 for r in chose)
+    c = [r["challenger"] for r in rows if r.get("challenger")]
+    first = [x for x in c if x["gain_over_metric"] >= MARGIN and x["gain_over_metric"] > x["gain_se"]]
+    turned = [x for x in first if not x["kept"]]
+    gains = ", ".join(f"{x['family']} {x['gain_over_metric']:+.3f} -> {x['gain_over_metric_repeated']:+.3f} "
+                      f"(se {x['gain_se_repeated']:.3f})" for x in turned if "gain_over_metric_repeated" in x)
+    return ["", f"fit used a family other than the metric so far in {len(chose)} of {len(rows)} (split, epoch) "
+            f"cases; the held-out verdict fell below the metric so far in {lost} of them. The first split's best "
+            f"family was not the metric so far in {len(c)} cases, {len(first)} passing the rule on the first split "
+            f"alone; the repeated cross-validation turned down {len(turned)} of those"
+            + (f" (first-split gain -> mean gain over the repeats: {gains})." if gains else ".")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,14 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv", type=int, default=5)
     parser.add_argument("--kinds", nargs="+", default=list(pd.KINDS), choices=pd.KINDS)
     parser.add_argument("--splits", type=int, default=1, help="fit/held-out splits per population (see above)")
+    parser.add_argument("--cv-repeats", type=int, default=CV_REPEATS,
+                        help="fit's repeated cross-validation of a challenger of the metric so far (0: off)")
     parser.add_argument("--no-write", action="store_true", help="print, do not update RESULTS.md")
     args = parser.parse_args(argv)
     command = "python benchmarks/verdict.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     results = []
     for kind in args.kinds:
         runs = population(args.root, kind, args.runs)
-        splits = [evaluate(kind, runs, args.fit_runs, args.root, args.cv, i) for i in range(args.splits)]
+        splits = [evaluate(kind, runs, args.fit_runs, args.root, args.cv, i, args.cv_repeats)
+                  for i in range(args.splits)]
         results.append({**splits[0], "splits": splits if args.splits > 1 else None})
+    (args.root / "verdict.json").write_text(json.dumps(results, indent=1, default=float))
     text = report(results, command)
     print(text)
     if not args.no_write:

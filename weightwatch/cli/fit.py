@@ -26,6 +26,14 @@ def folds(text: str) -> int:
     return value
 
 
+def repeats(text: str) -> int:
+    """``--cv-repeats R``: a whole number, 0 or more."""
+    value = finite_float(text)
+    if value < 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(value)
+
+
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="learn from labelled runs to tell the optimal ones by their weights",
                        description="Fit a reference (models per logged step) on the runs under PATH (one or "
@@ -40,6 +48,11 @@ def add(sub: argparse._SubParsersAction) -> None:
                        help="optimal: final metric >= THRESHOLD (default: the high group)")
     group.add_argument("--top", type=fraction, help="optimal: the best fraction TOP of the runs (0.5: the better half)")
     p.add_argument("--cv", type=folds, default=5, help="cross-validation folds (at least 2)")
+    # the default is fit's own (CV_REPEATS, 4): the analysis modules are imported only when the command runs
+    p.add_argument("--cv-repeats", type=repeats, metavar="R",
+                   help="where a richer family than the metric so far validates best, cross-validate it again on "
+                        "R further fold splits and use it only if its mean gain holds (default 4; 0: decide from "
+                        "the first split; see docs/classify.md)")
     p.add_argument("--seed", type=int, default=0, help="random_state of the models and folds")
     p.add_argument("--no-baseline", action="store_true", help="skip the hyperparameters-only baseline")
     p.add_argument("--families", nargs="+", metavar="FAMILY",
@@ -53,6 +66,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Exit code 0: the reference was written; 1: nothing could be fitted; 2: bad arguments."""
     from weightwatch.analysis import fit, format_fit, load_runs, printable
+    from weightwatch.analysis.classification.evaluation import CV_REPEATS
 
     roots, code = expand_paths("fit", args.paths)
     if roots is None:
@@ -71,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
         where = ", ".join(repr(str(r)) for r in roots)
         return fail("fit", f"no runs found under {where}" if not loaded.problems else
                     f"none of the {len(loaded.problems)} runs under {where} could be read", EXIT_NOTHING)
+    cv_repeats = CV_REPEATS if args.cv_repeats is None else args.cv_repeats
     try:
-        result = fit(loaded.runs, metric=args.metric, threshold=args.threshold, top=args.top,
-                     cv=args.cv, random_state=args.seed, baseline=not args.no_baseline, families=args.families,
+        result = fit(loaded.runs, metric=args.metric, threshold=args.threshold, top=args.top, cv=args.cv,
+                     cv_repeats=cv_repeats, random_state=args.seed, baseline=not args.no_baseline, families=args.families,
                      progress=None if args.json else lambda line: print(f"  {line}", file=sys.stderr))
     except ValueError as exc:
         return fail("fit", str(exc), EXIT_NOTHING)

@@ -132,15 +132,24 @@ def cross_validate(x: np.ndarray, y: np.ndarray, values: np.ndarray, cv: int = 5
                    regressor_names: tuple[str, ...] = REGRESSORS) -> _Chosen:
     """Out-of-fold quality of the candidates named on (filled) features ``x`` (n, f); picks the best of
     each kind. ``probas`` / ``preds`` of the result: the chosen ones' out-of-fold outputs (n,)."""
-    from sklearn.metrics import r2_score, roc_auc_score
+    from sklearn.metrics import r2_score
 
-    folds = _folds(y, cv, random_state)
-    clfs, regs = classifiers(random_state), regressors(random_state)
-    probas = {n: _oof(clfs[n], x, y, folds, y, True) for n in classifier_names}
+    clf, proba, auc = classifier_oof(x, y, cv, random_state, classifier_names)
+    folds, regs = _folds(y, cv, random_state), regressors(random_state)
     preds = {n: _oof(regs[n], x, values, folds, y, False) for n in regressor_names}
-    auc = {n: float(roc_auc_score(y, p)) for n, p in probas.items()}
     r2 = {n: float(r2_score(values, p)) for n, p in preds.items()}
-    clf = max(classifier_names, key=lambda n: auc[n])  # ties: the earlier (simpler) candidate
     reg = max(regressor_names, key=lambda n: r2[n])
-    return _Chosen(clf, reg, quality(y, probas[clf], values, preds[reg]),
-                   {"auc": auc, "r2": r2}, probas[clf], preds[reg])
+    return _Chosen(clf, reg, quality(y, proba, values, preds[reg]), {"auc": auc, "r2": r2}, proba, preds[reg])
+
+
+def classifier_oof(x: np.ndarray, y: np.ndarray, cv: int = 5, random_state: int = 0,
+                   names: tuple[str, ...] = CLASSIFIERS) -> tuple[str, np.ndarray, dict[str, float]]:
+    """(the candidate with the highest out-of-fold ROC AUC, its out-of-fold P(optimal) (n,), each
+    candidate's AUC) among the classifiers ``names`` on (filled) features ``x`` (n, f), labels ``y`` (n,)."""
+    from sklearn.metrics import roc_auc_score
+
+    folds, clfs = _folds(y, cv, random_state), classifiers(random_state)
+    probas = {n: _oof(clfs[n], x, y, folds, y, True) for n in names}
+    auc = {n: float(roc_auc_score(y, p)) for n, p in probas.items()}
+    best = max(names, key=lambda n: auc[n])  # ties: the earlier (simpler) candidate
+    return best, probas[best], auc

@@ -33,7 +33,7 @@ from ..loading.loader import load_runs
 from ..loading.run import Run
 from ..comparison.groups import group_runs
 from .candidates import classifiers, cross_validate, filled, regressors, usable
-from .evaluation import StepChoice, evaluate_step, precision_recall
+from .evaluation import CV_REPEATS, StepChoice, evaluate_step, precision_recall
 from .export import export
 from .families import FAMILIES, WEIGHTS_ONLY
 from .features import FEATURE_NAMES
@@ -57,14 +57,16 @@ def _exported(kind: str, name: str, mask: np.ndarray, xf: np.ndarray, target: np
 
 
 def fit_step(step: int, x: np.ndarray, y: np.ndarray, values: np.ndarray, *, names: Sequence[str] | None = None,
-             cv: int = 5, random_state: int = 0, families: Sequence[str] = FAMILIES) -> StepModels:
-    """Cross-validate the families (:func:`~.evaluation.evaluate_step`) on features ``x`` (n, F + H)
-    with column ``names``, then refit and export the best ones of this step."""
+             cv: int = 5, random_state: int = 0, families: Sequence[str] = FAMILIES,
+             cv_repeats: int = CV_REPEATS) -> StepModels:
+    """Cross-validate the families (:func:`~.evaluation.evaluate_step`, a challenger of the metric so
+    far again on ``cv_repeats`` fold splits) on features ``x`` (n, F + H) with column ``names``, then
+    refit and export the best ones of this step."""
     names = list(names) if names is not None else list(FEATURE_NAMES)
     y = y.astype(bool)
     used, fill = usable(x)
     xf = filled(x, fill)
-    choice = evaluate_step(x, names, y, values, cv, random_state, families)
+    choice = evaluate_step(x, names, y, values, cv, random_state, families, cv_repeats)
     clf_q, reg_q = choice.families[choice.classifier_family], choice.families[choice.regressor_family]
     classifier = _exported("classifier", clf_q["classifier"], choice.masks[choice.classifier_family], xf,
                            y.astype(int), random_state)
@@ -86,7 +88,8 @@ def fit_step(step: int, x: np.ndarray, y: np.ndarray, values: np.ndarray, *, nam
                "classifier": clf_q["classifier"], "regressor": reg_q["regressor"],
                "family": choice.classifier_family, "regressor_family": choice.regressor_family,
                "weights_add_nothing": choice.weights_add_nothing, "families": choice.families,
-               "baselines": choice.baselines, "runs": int(len(y)), "optimal": int(y.sum()),
+               "baselines": choice.baselines, "challenger": choice.challenger, "runs": int(len(y)),
+               "optimal": int(y.sum()),
                "features_used": int(choice.masks[choice.classifier_family].sum())}
     if fallback_info:
         cv_info["fallback"] = fallback_info
@@ -156,8 +159,11 @@ class FitResult:
             r2, runs, the chosen classifier / regressor and the families they use
             (``family``, ``regressor_family``), ``families`` (each family's out-of-fold
             quality), ``baselines`` (metric so far, best curve extrapolation, as they are),
-            ``weights_add_nothing`` and ``fallback`` (the weights-only models kept for runs that
-            lack what the chosen ones read: family, candidate, auc / r2; None when not needed).
+            ``weights_add_nothing``, ``fallback`` (the weights-only models kept for runs that
+            lack what the chosen ones read: family, candidate, auc / r2; None when not needed) and
+            ``challenger`` (where the first split's best family was not ``metric``: its gain over
+            the metric so far on the first split and per repeat, their mean and standard errors,
+            ``cv_repeats`` and ``kept``; see :mod:`.evaluation`; None otherwise).
         baseline: the same quality for models that see only the hyperparameters.
         non: early "non" detection at the first step: out-of-fold precision and recall
             of the flag "stays at chance" (``available`` False without such runs).
@@ -193,7 +199,8 @@ class FitResult:
 def fit(runs: str | os.PathLike[str] | Sequence[Run], *, metric: str | None = None, threshold: float | None = None,
         top: float | None = None, cv: int = 5, random_state: int = 0, baseline: bool = True,
         max_steps: int = MAX_STEPS, progress: Callable[[str], None] | None = None,
-        population: Population | None = None, families: Sequence[str] | None = None) -> FitResult:
+        population: Population | None = None, families: Sequence[str] | None = None,
+        cv_repeats: int = CV_REPEATS) -> FitResult:
     """Fit a reference on ``runs``: a directory of finished runs, or runs already loaded.
 
     For each logged step, candidate models are compared by cross-validation and
@@ -210,6 +217,9 @@ def fit(runs: str | os.PathLike[str] | Sequence[Run], *, metric: str | None = No
         population: features already computed by :func:`~.population.population_features`.
         families: the feature families the reference may use (default: all of
             :data:`~.families.FAMILIES`; e.g. ``("weights",)`` for a weights-only reference).
+        cv_repeats: where the best family of a step is not ``metric``, cross-validate it again on
+            this many further fold splits and replace the metric so far only if the mean gain
+            passes the rule (see :mod:`.evaluation`); 0 decides from the first split alone.
 
     Raises ValueError when the runs cannot be labelled into two groups of at
     least 2 runs, FileNotFoundError for a missing directory.
@@ -238,17 +248,19 @@ def fit(runs: str | os.PathLike[str] | Sequence[Run], *, metric: str | None = No
     unknown = sorted(set(families or ()) - set(FAMILIES))
     if unknown:
         raise ValueError(f"unknown feature families {unknown}; choose from {', '.join(FAMILIES)}")
+    if cv_repeats < 0:
+        raise ValueError(f"cv_repeats must be 0 or more, got {cv_repeats}")
     families = [f for f in (families or FAMILIES) if baseline or f != "hparams"]
     fitted, curve = [], []
     for step in steps:
         idx, x = pop.rows(step)
         m = fit_step(step, x, y[idx], pop.values[idx], names=pop.names, cv=cv, random_state=random_state,
-                     families=families)
+                     families=families, cv_repeats=cv_repeats)
         fitted.append(m)
         curve.append({"step": step, **{k: m.cv[k] for k in ("auc", "balanced_accuracy", "kendall_tau", "r2", "runs",
                                                                 "classifier", "regressor", "family", "regressor_family",
                                                                 "weights_add_nothing", "families", "baselines")},
-                      "fallback": m.cv.get("fallback")})
+                      "fallback": m.cv.get("fallback"), "challenger": m.cv.get("challenger")})
         if progress:
             progress(f"step {step}: AUC {m.cv['auc']:.3f} ({m.cv['family']}: {m.cv['classifier']}), "
                      f"R^2 {m.cv['r2']:.3f} ({m.cv['regressor_family']}: {m.cv['regressor']}) on {m.runs} runs")
@@ -264,7 +276,8 @@ def fit(runs: str | os.PathLike[str] | Sequence[Run], *, metric: str | None = No
     info = reference_info(label, {"runs": len(pop.runs), "optimal": int(y.sum()), "architectures": architectures,
                                   "families": families, "step_unit": population_step_unit(pop.runs),
                                   "metric_range": [float(pop.values.min()), float(pop.values.max())],
-                                  "cv": cv, "random_state": random_state}, json_safe(base))
+                                  "cv": cv, "cv_repeats": cv_repeats, "random_state": random_state},
+                          json_safe(base))
     info["features"].update({"hparams": [c.to_json() for c in pop.hparams], "horizon": pop.horizon})
     info["non"] = json_safe(non_info)
     ref = Reference(info, fitted)
