@@ -77,6 +77,10 @@ def case(rng: np.random.Generator):
     pooled = np.concatenate([np.arange(c), np.arange(c)[::-1], [-1]])
     flow.edges.append(Edge("prod", "head", pooled, pooled=True, norms=(("ln2", np.arange(9)),)))
     sums["head"] = rng.normal(size=9)
+    # a conv map max-pooled into a conv: each of its (C, 3 positions) inputs reads its channel, through a bn
+    flow.edges.append(Edge("prod", "pool2", np.repeat(np.arange(c), 3).reshape(c, 3), pooled=True,
+                           norms=(("bn", np.repeat(np.arange(c), 3)),)))
+    sums["pool2"] = rng.normal(size=c * 3)
     # every token reads the same units (a broadcast): folded into one row counted per token
     same = np.tile(np.concatenate([unit[::3], [-1]]), (3, 1))
     flow.edges.append(Edge("prod", "bcast", same))
@@ -99,7 +103,7 @@ def test_planned_outgoing_terms_equal_the_definition(fold):
         scales = {k: rng.normal(size=v.shape) for k, v in scales.items()}
 
 
-@pytest.mark.parametrize("which", ["a", "seq", "head", "bcast", "odd"])
+@pytest.mark.parametrize("which", ["a", "seq", "head", "pool2", "bcast", "odd"])
 def test_each_edge_kind_alone_and_first(which):
     """Each kind of edge as a producer's only (hence first) edge: it writes the total, nothing stale."""
     rng = np.random.default_rng(5)

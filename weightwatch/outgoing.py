@@ -66,6 +66,8 @@ class _EdgePlan:
         unit_norms: the same, indexed per kept unit.
         identity: kept unit i is consumer input i and reads producer unit i, for every one.
         pooled_counts: when pooled, how many kept units read each producer channel (at least 1).
+        pooled_runs: when pooled, ``read`` compressed to runs (channel of each run, run length): a
+            conv map pooled per channel reads each channel over a run of positions.
     """
 
     size: int
@@ -76,6 +78,7 @@ class _EdgePlan:
     unit_norms: tuple[tuple[str, np.ndarray, int], ...]
     identity: bool
     pooled_counts: np.ndarray | None
+    pooled_runs: tuple[np.ndarray, int] | None = None
 
 
 def _same_rows(a: np.ndarray, tile: int) -> bool:
@@ -106,7 +109,8 @@ def _plan(edge: Edge, size: int, producer_units: int, nodes: int) -> _EdgePlan:
     counts = None
     if edge.pooled:  # the folded token rows count as often as they were read
         counts = np.maximum(np.bincount(read, minlength=nodes)[:nodes] * times, 1.0)
-    return _EdgePlan(size, times, col, read, col_norms, unit_norms, bool(identity), counts)
+    runs = _runs(read) if edge.pooled else None
+    return _EdgePlan(size, times, col, read, col_norms, unit_norms, bool(identity), counts, runs)
 
 
 def _scaled(weights: np.ndarray, norms: Sequence[tuple[str, np.ndarray, int]],
@@ -139,6 +143,7 @@ def outgoing_terms(flow: Flow, producer: LayerInfo, sums: Mapping[str, np.ndarra
     units = producer.nodes * positions
     total = np.empty(units)
     first = True  # the first edge writes total, the others add to it
+    pooled = np.zeros(producer.nodes)  # the pooled edges' channel means, spread over the positions once
     for edge in edges:
         weights = np.asarray(sums[edge.consumer], dtype=np.float64).reshape(-1)
         plan = plan_for(flow, edge, weights.size, units, producer.nodes)
@@ -150,22 +155,27 @@ def outgoing_terms(flow: Flow, producer: LayerInfo, sums: Mapping[str, np.ndarra
             norm, index, run = col_norms[-1] if col_norms else (None, None, weights.size)
             factor = _factor(scales[norm], index) if norm is not None else np.ones(1)
             add_scaled(total, np.ascontiguousarray(weights), factor, run, first)
-        else:
-            weights = _scaled(weights, col_norms, scales)
-            if fold_norm_scale and plan.unit_norms:  # rare: a per-token norm index that varies by token
-                weights = _scaled(weights[plan.col] if plan.col is not None else weights, plan.unit_norms, scales)
-                col = None
-            else:
-                col = plan.col
-            if first:
-                total[:] = 0.0
-            if edge.pooled:
-                picked = weights[col] if col is not None else weights
-                per_channel = np.bincount(plan.read, weights=picked, minlength=producer.nodes)[:producer.nodes]
-                total += np.repeat(per_channel / plan.pooled_counts, positions)
-            else:
-                scatter_add(total, plan.read, col, np.ascontiguousarray(weights))
-        first = False
+            first = False
+            continue
+        weights = _scaled(weights, col_norms, scales)
+        col = plan.col
+        if fold_norm_scale and plan.unit_norms:  # rare: a per-token norm index that varies by token
+            weights, col = _scaled(weights[col] if col is not None else weights, plan.unit_norms, scales), None
+        if edge.pooled:
+            picked = weights[col] if col is not None else weights
+            channel, run = plan.pooled_runs
+            per_run = picked.reshape(-1, run).sum(axis=1) if run > 1 else picked
+            pooled += np.bincount(channel, weights=per_run, minlength=producer.nodes)[:producer.nodes] / plan.pooled_counts
+            continue
+        if first:
+            total[:] = 0.0
+            first = False
+        scatter_add(total, plan.read, col, np.ascontiguousarray(weights))
+    by_node = total.reshape(producer.nodes, positions)
+    if first:  # only pooled edges
+        by_node[:] = pooled[:, None]
+    elif pooled.any():
+        by_node += pooled[:, None]  # in place, one pass: no (nodes * P,) temporary
     return total
 
 
