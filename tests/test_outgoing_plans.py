@@ -132,14 +132,16 @@ def test_lazy_terms_equal_the_eager_ones_and_release_the_sums():
     rng = np.random.default_rng(11)
     a, b = linear("a", 3, 2), linear("b", 3, 2)
     infos = {"c": linear("c", 4, 3), "d": linear("d", 2, 3)}
-    flow = Flow(edges=[Edge("a", "c", np.arange(3)), Edge("b", "c", np.arange(3)), Edge("a", "d", np.arange(3))])
+    # a reads d twice (two paths into one consumer): its sums still go once a is done
+    flow = Flow(edges=[Edge("a", "c", np.arange(3)), Edge("b", "c", np.arange(3)), Edge("a", "d", np.arange(3)),
+                       Edge("a", "d", np.arange(3))])
     columns = {"c": rng.normal(size=3), "d": rng.normal(size=3)}
     sums = {n: consumer_input_sums(infos[n], columns[n], None) for n in infos}
     terms = OutgoingTerms(flow, {0: a, 5: b}, columns, infos, {}, False)
     assert sorted(terms) == [0, 5] and len(terms) == 2
     np.testing.assert_allclose(terms[5], outgoing_terms(flow, b, sums, {}, False))
     assert "c" in terms._sums  # still needed by a
-    np.testing.assert_allclose(terms[0], columns["c"] + columns["d"])
+    np.testing.assert_allclose(terms[0], columns["c"] + 2 * columns["d"])
     assert not terms._sums
     moved = terms.renumbered({5: 1})
     assert list(moved) == [1]

@@ -200,8 +200,8 @@ class OutgoingTerms(Mapping):
         self._sums: dict[str, np.ndarray] = {}
         self._readers: dict[str, int] = {}
         for layer in self.producers.values():
-            for edge in flow.consumers(layer.name):
-                self._readers[edge.consumer] = self._readers.get(edge.consumer, 0) + 1
+            for consumer in {e.consumer for e in flow.consumers(layer.name)}:  # as __getitem__ counts them off
+                self._readers[consumer] = self._readers.get(consumer, 0) + 1
 
     def __getitem__(self, key: int) -> np.ndarray:
         layer = self.producers[key]

@@ -3,7 +3,7 @@
 A convolution's outgoing term has one value per (channel, position) unit, so
 a resnet at 224x224 has tens of millions of them per log. numpy would build a
 temporary for every product and sum over them; these loops read each array
-once and write the result in place (:mod:`weightwatch.flow`,
+once and write the result in place (:mod:`weightwatch.outgoing`,
 :func:`weightwatch.stats.node_strength`). Compiled on first use and cached on
 disk, like :mod:`.cpu`.
 """
